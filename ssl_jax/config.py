@@ -1,0 +1,271 @@
+"""Configs: Python files whose ``get_config()`` returns an ``ml_collections.ConfigDict``.
+
+Every config starts from :func:`default_config` (the default run: SimCLR on ``digits``), so every
+run has the same keys, and command-line overrides (``--config.optimizer.lr=0.3``) can only set keys
+that exist, with values of the existing type. ``config.method`` selects a method; its
+hyperparameters live under ``config.method_kwargs``, which are the method module's
+``default_config()`` updated with what the config file sets. Switching the method from the command
+line (``--config.method=byol``) starts from the new method's defaults: the file's
+``method_kwargs`` belonged to the old method and are dropped.
+
+A config file may take one argument after a colon, as in big_vision:
+``experiments/simclr_cifar10.py:runlocal`` calls ``get_config("runlocal")``, which shrinks the run
+for a quick local check.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import inspect
+import json
+import os
+from typing import Iterable, Sequence
+
+import ml_collections
+from ml_collections import config_dict
+
+PARALLEL_MODES = ("shard_map", "pmap", "gspmd")
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+# Keys that change how a run is observed or saved, not what it computes: a workdir's checkpoint can be
+# resumed with different values (everything else must match, see `state_affecting_diff`).
+RUN_CONTROL_KEYS = ("log", "checkpoint", "eval", "quiet", "data.worker_count", "debug",
+                    "max_consecutive_skips")
+
+DIGITS_VIEW = ("random_affine(degrees=15, translate=0.12, scale=(0.85, 1.1), shear=10)"
+               "|normalize(mean=0.5, std=0.5)")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every key a run has, with the defaults of the main job (SimCLR on digits)."""
+  c = ml_collections.ConfigDict()
+  c.method = "simclr"
+  c.method_kwargs = ml_collections.ConfigDict()  # filled from the method's default_config()
+
+  c.dataset = "digits"
+  c.data_dir = ""  # TFDS data_dir ("" = TFDS default)
+  c.train_split = "train"
+  c.test_split = "test"  # used by evaluation
+  c.data = ml_collections.ConfigDict(dict(worker_count=0, shuffle=True, image_size=0,
+                                          on_corrupt="error"))
+
+  c.encoder = "cnn_small"
+  c.encoder_kwargs = ml_collections.ConfigDict()
+  c.compute_dtype = "float32"
+  c.sync_bn = True
+
+  # Views made on device from each example (recipes of ssl_jax.augment); one entry per view.
+  c.views = ml_collections.ConfigDict(dict(a=DIGITS_VIEW, b=DIGITS_VIEW))
+  # Deterministic preprocessing for feature extraction (evaluation).
+  c.eval_preprocess = "normalize(mean=0.5, std=0.5)"
+
+  c.batch_size = 256  # global
+  c.total_steps = config_dict.placeholder(int)  # when set, overrides epochs
+  c.epochs = 100
+  c.seed = 0
+  c.parallel = "shard_map"
+  c.fsdp = False  # gspmd only: shard parameters and optimizer state over the data axis
+  c.fsdp_min_size = 2**14  # leaves with fewer elements stay replicated
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="lars", lr=0.3, lr_scaling="linear", base_batch=256, weight_decay=1e-6,
+      momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8, trust_coefficient=0.001,
+      warmup_steps=-1, warmup_epochs=10.0, final_lr_fraction=0.0, clip_norm=0.0,
+      exclude_bias_and_norm=True))
+
+  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, max_to_keep=3, async_save=True))
+  c.log = ml_collections.ConfigDict(dict(every_steps=10, tensorboard=True))
+  c.quiet = False
+  c.max_consecutive_skips = 10
+
+  c.eval = ml_collections.ConfigDict(dict(
+      at_end=True, budgets=(1, 5, 10, "all"), num_draws=5, protocols=("linear", "knn"),
+      knn_k=20, knn_temperature=0.07, batch_size=512))
+  c.debug = ml_collections.ConfigDict(dict(nan_at_step=config_dict.placeholder(int)))
+  return c
+
+
+def method_defaults(name: str) -> ml_collections.ConfigDict:
+  from ssl_jax import methods  # local: config is imported by the lowest layers' users
+  return methods.get_module(name).default_config()
+
+
+def _load_file(path: str) -> ml_collections.ConfigDict:
+  path, _, arg = path.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"Config file {path!r} not found.")
+  spec = importlib.util.spec_from_file_location("_ssl_jax_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"Config file {path!r} defines no get_config().")
+  takes_arg = bool(inspect.signature(module.get_config).parameters)
+  if arg and not takes_arg:
+    raise ValueError(f"{path}: get_config() takes no argument, got {arg!r}.")
+  return module.get_config(arg) if takes_arg else module.get_config()
+
+
+def parse_overrides(argv: Iterable[str]) -> list[tuple[str, str]]:
+  """``["--config.a.b=1", "--config.c", "x"]`` -> ``[("a.b", "1"), ("c", "x")]``."""
+  out, args = [], list(argv)
+  i = 0
+  while i < len(args):
+    arg = args[i]
+    if not arg.startswith("--config."):
+      raise ValueError(f"Unrecognized argument {arg!r}; overrides look like --config.key=value.")
+    key = arg[len("--config."):]
+    if "=" in key:
+      key, value = key.split("=", 1)
+    elif i + 1 < len(args):
+      i += 1
+      value = args[i]
+    else:
+      raise ValueError(f"Override {arg!r} has no value.")
+    out.append((key, value))
+    i += 1
+  return out
+
+
+def _parse_value(text: str, current):
+  if isinstance(current, str) and not text.strip().startswith(("'", '"')):
+    return text
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    if current is None or isinstance(current, str):
+      return text
+    raise ValueError(f"cannot parse {text!r} as a {type(current).__name__}") from None
+
+
+def _set(config: ml_collections.ConfigDict, key: str, text: str) -> None:
+  *parents, leaf = key.split(".")
+  node = config
+  for i, part in enumerate(parents):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      raise ValueError(_unknown(".".join(parents[:i + 1]), node))
+    node = node[part]
+  if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+    raise ValueError(_unknown(key, node))
+  current = node[leaf]
+  try:
+    value = _parse_value(text, current)
+    if isinstance(current, tuple) and isinstance(value, list):
+      value = tuple(value)
+    node[leaf] = value
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"Bad value for config.{key}: {text!r} ({e}).") from None
+
+
+def _unknown(key: str, node) -> str:
+  valid = ", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict) else "-"
+  return f"Unknown config key {key!r}. Valid keys here: {valid}."
+
+
+def load_config(path: str | None = None,
+                overrides: Sequence[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
+  """Loads a config file (default: the SimCLR-on-digits default), applies overrides, validates.
+
+  Raises:
+    ValueError: unknown keys, values of the wrong type, invalid choices (naming the valid ones).
+  """
+  config = _load_file(path) if path else default_config()
+  _check_keys(config, default_config(), "")
+  file_method = config.method
+  overrides = list(overrides)
+  method_overrides = [v for k, v in overrides if k == "method"]
+  if method_overrides:
+    config.method = _parse_value(method_overrides[-1], "")
+  _check_choice("method", config.method, _method_names())
+  defaults = method_defaults(config.method)
+  if config.method == file_method:
+    for key, value in config.method_kwargs.items():
+      if key not in defaults:
+        raise ValueError(f"config.method_kwargs.{key} is not a hyperparameter of "
+                         f"{config.method}; valid: {', '.join(sorted(defaults.keys()))}.")
+      defaults[key] = value
+  with config.ignore_type():
+    config.method_kwargs = defaults
+  for key, text in overrides:
+    if key != "method":
+      _set(config, key, text)
+  validate(config)
+  config.lock()
+  return config
+
+
+def _method_names():
+  from ssl_jax import methods
+  return sorted(methods.METHODS)
+
+
+def _check_keys(config, reference, prefix: str) -> None:
+  for key in config.keys():
+    if key not in reference:
+      raise ValueError(_unknown(prefix + key, reference))
+    if key in ("method_kwargs", "encoder_kwargs", "views"):
+      continue  # free-form: checked by the method / encoder registry / augment parser
+    if isinstance(reference[key], ml_collections.ConfigDict):
+      _check_keys(config[key], reference[key], prefix + key + ".")
+
+
+def _check_choice(key: str, value, valid: Sequence[str]) -> None:
+  if value not in valid:
+    raise ValueError(f"config.{key}={value!r} is not valid; choose one of: {', '.join(valid)}.")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks values that a type alone cannot (choices, ranges); names the key and valid values."""
+  from ssl_jax.train import optim
+
+  _check_choice("method", config.method, _method_names())
+  _check_choice("parallel", config.parallel, PARALLEL_MODES)
+  _check_choice("compute_dtype", config.compute_dtype, COMPUTE_DTYPES)
+  _check_choice("optimizer.name", config.optimizer.name, optim.OPTIMIZERS)
+  _check_choice("optimizer.lr_scaling", config.optimizer.lr_scaling, optim.LR_SCALINGS)
+  _check_choice("data.on_corrupt", config.data.on_corrupt, ("error", "skip"))
+  for key in ("batch_size", "epochs"):
+    if not isinstance(config[key], int) or config[key] <= 0:
+      raise ValueError(f"config.{key} must be a positive integer, got {config[key]!r}.")
+  if config.total_steps is not None and config.total_steps <= 0:
+    raise ValueError(f"config.total_steps must be positive (or None), got {config.total_steps}.")
+  if config.optimizer.lr <= 0:
+    raise ValueError(f"config.optimizer.lr must be > 0, got {config.optimizer.lr}.")
+  if config.checkpoint.every_steps < 0 or config.checkpoint.max_to_keep < 1:
+    raise ValueError("config.checkpoint.every_steps must be >= 0 and max_to_keep >= 1.")
+  if config.log.every_steps < 1:
+    raise ValueError(f"config.log.every_steps must be >= 1, got {config.log.every_steps}.")
+  if not config.views or not all(isinstance(v, str) for v in config.views.values()):
+    raise ValueError("config.views must map view names to augmentation recipe strings.")
+  if config.fsdp and config.parallel != "gspmd":
+    raise ValueError("config.fsdp=True needs config.parallel='gspmd'.")
+  if config.max_consecutive_skips < 1:
+    raise ValueError("config.max_consecutive_skips must be >= 1.")
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict:
+  """A JSON-ready plain dict (tuples become lists)."""
+  return json.loads(config.to_json())
+
+
+def state_affecting_diff(old: dict, new: dict) -> list[str]:
+  """Dotted keys whose values differ between two resolved configs, ignoring run-control keys."""
+
+  def flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+      key = prefix + k
+      if isinstance(v, dict) and v and k not in ("method_kwargs", "encoder_kwargs", "views"):
+        out.update(flat(v, key + "."))
+      else:
+        out[key] = v
+    return out
+
+  a, b = flat(old), flat(new)
+  diff = []
+  for key in sorted(set(a) | set(b)):
+    if any(key == c or key.startswith(c + ".") for c in RUN_CONTROL_KEYS):
+      continue
+    if a.get(key, "<missing>") != b.get(key, "<missing>"):
+      diff.append(f"{key}: {a.get(key, '<missing>')!r} -> {b.get(key, '<missing>')!r}")
+  return diff

@@ -1,0 +1,63 @@
+"""Methods: one small module per self-supervised objective.
+
+A method module exposes ``default_config() -> ml_collections.ConfigDict`` (its hyperparameters)
+and ``make(config) -> Method``. The registry below maps names to module paths, resolved with
+:mod:`importlib` on demand: importing :mod:`ssl_jax.methods` imports no method.
+
+The contract (all functions pure; ``params`` and ``batch_stats`` are plain nested dicts):
+
+* ``init(rng, example_batch) -> (params, batch_stats, method_state)``: builds the NNX networks and
+  splits them. ``example_batch`` is the preprocessed batch (views already made); only its shapes
+  are used. ``method_state`` holds teachers, queues, centers, prototypes (``{}`` when none).
+* ``loss_fn(params, batch_stats, method_state, batch, rng, *, axis_name)
+  -> (loss, (metrics, new_batch_stats, new_method_state))``: the loss of the whole global batch.
+  ``axis_name`` is the data axis under ``shard_map``/``pmap`` (gather negatives, reduce
+  statistics, sync BatchNorm over it) and ``None`` under GSPMD or on one device.
+* ``update(params, batch_stats, method_state, step) -> method_state``: after the optimizer step
+  (EMA teachers, queue pushes). Not called for a step skipped for non-finite values.
+* ``features(params, batch_stats, images) -> [N, D]``: what evaluation probes: the encoder output
+  before any projector, BatchNorm in inference mode.
+
+``batch_stats`` is a separate argument (not part of ``method_state``) because the engine owns it
+generically: it is the BatchNorm running statistics of the trained networks, updated by the
+forward pass, held back on skipped steps, and needed by ``features``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any, Callable, NamedTuple
+
+PyTree = Any
+
+METHODS: dict[str, str] = {
+    "simclr": "ssl_jax.methods.simclr",
+}
+
+
+class Method(NamedTuple):
+  """The pure functions of one method (see the module docstring for the contract)."""
+
+  init: Callable[..., tuple[PyTree, PyTree, PyTree]]
+  loss_fn: Callable[..., tuple[Any, tuple[dict, PyTree, PyTree]]]
+  update: Callable[..., PyTree]
+  features: Callable[..., Any]
+
+
+def no_update(params, batch_stats, method_state, step):
+  """``Method.update`` for methods without teachers or queues."""
+  del params, batch_stats, step
+  return method_state
+
+
+def get_module(name: str) -> ModuleType:
+  """The method module registered under ``name``; a clear error for unknown names."""
+  if name not in METHODS:
+    raise ValueError(f"Unknown method {name!r}. Valid methods: {', '.join(sorted(METHODS))}.")
+  return importlib.import_module(METHODS[name])
+
+
+def make(name: str, config) -> Method:
+  """Builds the method ``name`` from the full run config."""
+  return get_module(name).make(config)

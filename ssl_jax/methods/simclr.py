@@ -1,0 +1,81 @@
+"""SimCLR (Chen et al., 2020, https://arxiv.org/abs/2002.05709).
+
+Encoder + MLP projector; two augmented views of each example; NT-Xent over the global batch
+(:func:`ssl_jax.losses.ntxent`). As in the official TF code, both views go through the networks
+as one concatenated batch, so BatchNorm statistics cover the 2N views (synced over the data axis
+when ``config.sync_bn``). Projector: SimCLR v1's Linear-BN-ReLU-Linear by default (``proj_layers``
+and ``proj_output_norm="bn"`` give SimCLR v2's deeper head with BN on the output).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from ssl_jax import losses, models
+from ssl_jax.methods import Method, no_update
+from ssl_jax.models.heads import MLPHead
+from ssl_jax.models.nnx_utils import Bundle, Networks
+
+
+def default_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      temperature=0.5,  # SimCLR appendix B.9 (CIFAR-10)
+      proj_hidden_dim=2048,
+      proj_dim=128,
+      proj_layers=2,
+      proj_output_norm="none",  # "bn" for SimCLR v2
+  ))
+
+
+def two_views(batch) -> tuple[jax.Array, jax.Array]:
+  """The two views of a batch, in sorted name order (``config.views`` has exactly two)."""
+  views = batch["views"]
+  if len(views) != 2:
+    raise ValueError(f"This method takes exactly 2 views, got {sorted(views)}: "
+                     "set config.views to two recipes.")
+  a, b = sorted(views)
+  return views[a], views[b]
+
+
+def build_networks(config, *, projector_dims: tuple[int, int, int, str]) -> Networks:
+  """Encoder + projector ``(hidden, out, layers, output_norm)`` as one NNX module tree."""
+  hidden, out, layers, output_norm = projector_dims
+  dtype = jnp.dtype(config.compute_dtype)
+
+  def build(rngs, bn_axis_name):
+    encoder = models.build_encoder(config.encoder, rngs=rngs, bn_axis_name=bn_axis_name,
+                                   dtype=dtype, **config.encoder_kwargs.to_dict())
+    projector = MLPHead(encoder.out_features, hidden, out, num_layers=layers, hidden_norm="bn",
+                        output_norm=None if output_norm == "none" else output_norm,
+                        bn_axis_name=bn_axis_name, dtype=dtype, rngs=rngs)
+    return Bundle(encoder=encoder, projector=projector)
+
+  return Networks(build)
+
+
+def make(config) -> Method:
+  kw = config.method_kwargs
+  nets = build_networks(config, projector_dims=(kw.proj_hidden_dim, kw.proj_dim, kw.proj_layers,
+                                                kw.proj_output_norm))
+  bn_axis = lambda axis_name: axis_name if config.sync_bn else None
+
+  def init(rng, example_batch):
+    del example_batch  # the networks' shapes do not depend on the image size
+    params, batch_stats = nets.init(rng)
+    return params, batch_stats, {}
+
+  def loss_fn(params, batch_stats, method_state, batch, rng, *, axis_name):
+    del rng
+    model = nets.bind(params, batch_stats, axis_name=bn_axis(axis_name))
+    x_a, x_b = two_views(batch)
+    z = model.projector(model.encoder(jnp.concatenate([x_a, x_b]), train=True), train=True)
+    z_a, z_b = jnp.split(z, 2)
+    loss = losses.ntxent(z_a, z_b, temperature=kw.temperature, axis_name=axis_name)
+    return loss, ({"loss": loss}, nets.batch_stats(model), method_state)
+
+  def features(params, batch_stats, images):
+    return nets.bind(params, batch_stats).encoder(images, train=False)
+
+  return Method(init=init, loss_fn=loss_fn, update=no_update, features=features)

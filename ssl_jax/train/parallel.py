@@ -1,0 +1,171 @@
+"""Running the per-device step three ways: ``shard_map`` (default), ``pmap`` and ``gspmd``.
+
+:class:`Engine` compiles :func:`ssl_jax.train.step.make_step` for one parallel mode over all
+devices and owns where the state and batches live:
+
+* ``shard_map``: ``jax.jit(jax.shard_map(step))`` over a 1-D ``Mesh`` with axis ``"data"``; the
+  state is replicated, the batch is split along its leading axis; ``check_vma=True`` (pinned).
+* ``pmap``: ``jax.pmap(step, axis_name="data")``, the classic API; the state carries a leading
+  device axis and gradients are averaged explicitly (see :mod:`ssl_jax.train.step`).
+* ``gspmd``: ``jax.jit`` of the global step with sharding annotations; the batch is sharded over
+  ``"data"``, the state replicated or, with ``fsdp=True``, each large leaf of the parameters and
+  optimizer state sharded along its largest dimension divisible by the device count.
+
+The state is donated and the step compiles once (``trace_count`` counts traces). The step's rng is
+``fold_in(state.rng, state.step)``, derived inside the compiled function, so a resumed run draws
+the same keys. Augmentation keys are folded with each example's global ``index``, so results do not
+depend on the number of devices.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from ssl_jax.train import state as state_lib
+from ssl_jax.train.step import make_step
+
+PyTree = Any
+DATA_AXIS = "data"
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D data-parallel mesh over ``devices`` (default: all devices of all processes)."""
+  devices = list(devices if devices is not None else jax.devices())
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices)
+
+
+def fsdp_spec(shape: tuple[int, ...], num_devices: int, min_size: int) -> P:
+  """Shards the largest dimension divisible by ``num_devices`` (leaves under ``min_size``
+  elements, scalars and keys stay replicated)."""
+  if int(np.prod(shape, dtype=np.int64)) < min_size:
+    return P()
+  dims = sorted(range(len(shape)), key=lambda d: -shape[d])
+  for d in dims:
+    if shape[d] % num_devices == 0:
+      spec = [None] * len(shape)
+      spec[d] = DATA_AXIS
+      return P(*spec)
+  return P()
+
+
+class Engine:
+  """Compiled train step and state placement for one parallel mode.
+
+  Args:
+    method: the :class:`ssl_jax.methods.Method`.
+    tx: the optimizer.
+    preprocess: ``preprocess(batch, key) -> batch`` run on device inside the step.
+    mode: ``"shard_map"``, ``"pmap"`` or ``"gspmd"``.
+    global_batch_size: examples per step over all devices (must divide evenly).
+    devices: devices to run on (default: all).
+    sync_bn: BatchNorm statistics synced over the data axis inside the step (the method reads
+      ``axis_name``); without it the running statistics are averaged after each step.
+    fsdp, fsdp_min_size: GSPMD parameter sharding.
+    nan_at_step: debug switch passed to the step.
+  """
+
+  def __init__(self, method, tx, preprocess: Callable, *, mode: str = "shard_map",
+               global_batch_size: int, devices=None, sync_bn: bool = True, fsdp: bool = False,
+               fsdp_min_size: int = 2**14, nan_at_step: int | None = None):
+    self.method, self.tx, self.mode = method, tx, mode
+    self.mesh = make_mesh(devices)
+    self.num_devices = self.mesh.devices.size
+    if global_batch_size <= 0 or global_batch_size % self.num_devices:
+      raise ValueError(f"batch_size={global_batch_size} must be a positive multiple of the number "
+                       f"of devices ({self.num_devices}).")
+    if fsdp and mode != "gspmd":
+      raise ValueError("fsdp=True needs parallel mode 'gspmd'.")
+    self.global_batch_size = global_batch_size
+    self.fsdp, self.fsdp_min_size = fsdp, fsdp_min_size
+    self.trace_count = 0
+    self._replicated = NamedSharding(self.mesh, P())
+    self._batch_sharding = NamedSharding(self.mesh, P(DATA_AXIS))
+    axis = None if mode == "gspmd" else DATA_AXIS
+    per_device = make_step(method, tx, preprocess, axis_name=axis,
+                           grad_reduce="pmean" if mode == "pmap" else None,
+                           sync_batch_stats=not sync_bn, nan_at_step=nan_at_step)
+
+    def counted(state, batch):
+      self.trace_count += 1  # Python side effect: runs once per trace
+      return per_device(state, batch, jax.random.fold_in(state.rng, state.step))
+
+    if mode == "shard_map":
+      self._step = jax.jit(
+          jax.shard_map(counted, mesh=self.mesh, in_specs=(P(), P(DATA_AXIS)),
+                        out_specs=(P(), P()), check_vma=True),
+          donate_argnums=0)
+    elif mode == "pmap":
+      self._step = jax.pmap(counted, axis_name=DATA_AXIS, devices=self.mesh.devices.tolist(),
+                            donate_argnums=0)
+    elif mode == "gspmd":
+      self._step = None  # compiled lazily: its shardings depend on the state's structure
+      self._counted = counted
+    else:
+      raise ValueError(f"parallel={mode!r}; valid: shard_map, pmap, gspmd.")
+
+  # -- state ---------------------------------------------------------------------------------
+
+  def state_sharding(self, abstract_state: PyTree) -> PyTree:
+    """Where each leaf of the (global, unreplicated) state lives."""
+    if not self.fsdp:
+      return jax.tree.map(lambda _: self._replicated, abstract_state)
+
+    def spec(x):
+      if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return self._replicated
+      return NamedSharding(self.mesh, fsdp_spec(x.shape, self.num_devices, self.fsdp_min_size))
+
+    return jax.tree.map(spec, abstract_state)
+
+  def init_state(self, rng: jax.Array, example_batch: PyTree) -> state_lib.TrainState:
+    """Creates the state directly in its placement (compiled, so FSDP never materializes it whole)."""
+    # The example batch only lends its shapes: close over it (it may be ShapeDtypeStructs).
+    create = lambda key: state_lib.create(self.method, self.tx, key, example_batch)
+    abstract = jax.eval_shape(create, rng)
+    state = jax.jit(create, out_shardings=self.state_sharding(abstract))(rng)
+    return self.place_state(state) if self.mode == "pmap" else state
+
+  def place_state(self, state: state_lib.TrainState) -> state_lib.TrainState:
+    """Puts a global (host or device) state where this mode keeps it."""
+    if self.mode == "pmap":
+      stacked = NamedSharding(self.mesh, P(DATA_AXIS))
+      n = self.num_devices
+      return jax.device_put(jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), state),
+                            stacked)
+    return jax.device_put(state, self.state_sharding(state))
+
+  def global_state(self, state: state_lib.TrainState) -> state_lib.TrainState:
+    """The state without pmap's device axis (what is checkpointed and evaluated)."""
+    if self.mode == "pmap":
+      return jax.tree.map(lambda x: x[0], state)
+    return state
+
+  # -- batches -------------------------------------------------------------------------------
+
+  def put_batch(self, local_batch: PyTree) -> PyTree:
+    """This process's NumPy batch -> the step's input (global array or pmap-stacked)."""
+    if self.mode == "pmap":
+      n = jax.local_device_count() if self.num_devices == jax.device_count() else self.num_devices
+      return jax.tree.map(lambda x: np.reshape(x, (n, -1) + x.shape[1:]), local_batch)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(self._batch_sharding, x), local_batch)
+
+  # -- step ----------------------------------------------------------------------------------
+
+  def step(self, state: state_lib.TrainState, batch: PyTree):
+    """One compiled step: returns the new state (the old one is donated) and scalar metrics."""
+    if self.mode == "gspmd" and self._step is None:
+      shardings = self.state_sharding(state)
+      self._step = jax.jit(self._counted, in_shardings=(shardings, self._batch_sharding),
+                           out_shardings=(shardings, self._replicated), donate_argnums=0)
+    state, metrics = self._step(state, batch)
+    if self.mode == "pmap":
+      metrics = jax.tree.map(lambda x: x[0], metrics)
+    return state, metrics

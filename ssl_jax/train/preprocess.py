@@ -1,0 +1,29 @@
+"""On-device preprocessing inside the step: raw batches in, method batches out.
+
+The data pipeline yields ``{"image": uint8 [B, H, W, C], "label": [B], "index": [B]}``; the step
+turns it into ``{"views": {name: float32 [B, h, w, C]}, "label", "index"}`` with the view recipes of
+``config.views`` (:mod:`ssl_jax.augment`), keyed per example by its global ``index``. Later
+modalities (masking, text) add their own preprocessors with the same signature.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+
+from ssl_jax import augment
+
+PyTree = Any
+
+
+def make_view_preprocess(views: Mapping[str, str]) -> Callable[[PyTree, jax.Array], PyTree]:
+  """``preprocess(batch, key) -> batch`` making every view of ``views`` (name -> recipe)."""
+  views_fn = augment.make_views(dict(views))
+
+  def preprocess(batch, key):
+    out = {k: v for k, v in batch.items() if k != "image"}
+    out["views"] = views_fn(batch["image"], batch["index"], key)
+    return out
+
+  return preprocess

@@ -1,0 +1,93 @@
+"""The per-device train step: ``(state, batch, rng) -> (state, metrics)``, pure.
+
+One function serves every parallel mode (see :mod:`ssl_jax.train.parallel`): it sees the local
+shard of the global batch under ``shard_map``/``pmap`` (``axis_name="data"``) and the whole global
+batch under GSPMD (``axis_name=None``). Losses called with ``axis_name`` return the global-batch
+loss, so:
+
+* ``shard_map`` with ``check_vma=True``: gradients w.r.t. the replicated parameters come out of
+  autodiff already summed over devices (the transpose of the implicit replicated-to-varying cast
+  is a ``psum``): nothing to reduce.
+* ``pmap`` (no varying-value typing): each device's autodiff gradient is the gradient of the
+  global loss under the assumption that the other devices' cotangents flow back to it, which
+  over-counts; the average over devices is exact, so ``grad_reduce="pmean"``.
+* GSPMD: a plain global computation; XLA inserts the collectives.
+
+The engine's 1-vs-8-device test proves each of these, with a negative control.
+
+A step whose loss or gradient norm is not finite is skipped: parameters, optimizer state, batch
+statistics and method state are all held back, and ``skips``/``total_skips`` count it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ssl_jax.train.optim import current_learning_rate
+from ssl_jax.train.state import TrainState
+
+PyTree = Any
+
+
+def make_step(method, tx: optax.GradientTransformation, preprocess: Callable, *,
+              axis_name: str | None, grad_reduce: str | None = None,
+              sync_batch_stats: bool = False, nan_at_step: int | None = None):
+  """Builds the pure per-device step.
+
+  Args:
+    method: a :class:`ssl_jax.methods.Method`.
+    tx: the optimizer.
+    preprocess: ``preprocess(batch, key) -> batch``: makes the views on device.
+    axis_name: the data axis (``shard_map``/``pmap``) or None (GSPMD, one device).
+    grad_reduce: ``"pmean"`` to average gradients over ``axis_name`` (pmap), or None.
+    sync_batch_stats: average BatchNorm running statistics over ``axis_name`` after the step
+      (for unsynced BatchNorm, so the replicated state stays identical on every device).
+    nan_at_step: debug switch: make the loss NaN at this step (tests the skip logic).
+  """
+
+  def step_fn(state: TrainState, batch: PyTree, rng: jax.Array):
+    aug_key, loss_key = jax.random.split(rng)
+    batch = preprocess(batch, aug_key)
+
+    def loss_of(params):
+      loss, aux = method.loss_fn(params, state.batch_stats, state.method_state, batch, loss_key,
+                                 axis_name=axis_name)
+      if nan_at_step is not None:
+        loss = loss * jnp.where(state.step == nan_at_step, jnp.nan, 1.0)
+      return loss, aux
+
+    (loss, (metrics, batch_stats, method_state)), grads = jax.value_and_grad(
+        loss_of, has_aux=True)(state.params)
+    if grad_reduce == "pmean":
+      grads = jax.lax.pmean(grads, axis_name)
+    if sync_batch_stats and axis_name is not None:
+      batch_stats = jax.lax.pmean(batch_stats, axis_name)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    method_state = method.update(params, batch_stats, method_state, state.step)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        batch_stats=keep(batch_stats, state.batch_stats),
+        opt_state=keep(opt_state, state.opt_state),
+        method_state=keep(method_state, state.method_state),
+        skips=jnp.where(finite, 0, state.skips + 1).astype(state.skips.dtype),
+        total_skips=state.total_skips + (~finite).astype(state.total_skips.dtype))
+
+    metrics = dict(metrics)
+    if axis_name is not None:  # methods may report per-device values; report their mean
+      metrics = jax.lax.pmean(metrics, axis_name)
+    metrics.update(loss=loss, grad_norm=grad_norm, lr=current_learning_rate(opt_state),
+                   skipped=(~finite).astype(jnp.int32), skips=new_state.skips,
+                   total_skips=new_state.total_skips)
+    return new_state, metrics
+
+  return step_fn

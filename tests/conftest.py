@@ -1,0 +1,19 @@
+"""Test session setup: 8 simulated CPU devices and a persistent compilation cache.
+
+XLA_FLAGS must be set before JAX initializes its backend, so this runs at conftest import.
+The persistent cache makes subprocess tests (restart, multi-process) reuse compiled steps.
+"""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_flags = os.environ.get("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in _flags:
+  os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
+CACHE_DIR = os.environ.setdefault(
+    "SSL_JAX_TEST_CACHE", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "jax"))
+
+import jax  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
