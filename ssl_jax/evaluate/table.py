@@ -1,0 +1,68 @@
+"""Fixed-width text table of an eval.json results dict.
+
+Rows are (protocol, source) pairs in the dict's order; columns are the budgets present in any row,
+ordered ``1, 5, 10, ...``, then percentages, then ``all``. Cells show accuracy in percent as
+``"mean ± std"`` (one decimal) when a ``<budget>_std`` entry exists, else the mean alone; a missing
+budget is ``-``. A caption line (:data:`CAPTION`) comes first. Top-level scalar metrics (e.g.
+``val_perplexity``) are listed below the table.
+
+Example::
+
+    accuracy (%), mean ± std over label draws
+    protocol  source       1           5           all
+    --------  -----------  ----------  ----------  ----
+    linear    raw          69.9 ± 1.4  85.0 ± 1.0  96.7
+    knn       raw          69.2 ± 1.8  86.3 ± 3.1  98.0
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ssl_jax.evaluate.fewshot import budget_sort_key
+
+CAPTION = "accuracy (%), mean ± std over label draws"
+
+
+def _cell(row: Mapping[str, Any], budget: str) -> str:
+  if budget not in row:
+    return "-"
+  mean = 100.0 * float(row[budget])
+  std_key = f"{budget}_std"
+  if std_key in row:
+    return f"{mean:.1f} ± {100.0 * float(row[std_key]):.1f}"
+  return f"{mean:.1f}"
+
+
+def format_table(results: Mapping[str, Any]) -> str:
+  """Formats ``{protocol: {source: {budget: acc, "<budget>_std": std}}}`` as a text table.
+
+  Args:
+    results: an eval.json dict; top-level entries that are not dicts are scalar metrics.
+
+  Returns:
+    The caption, header and one line per (protocol, source) (accuracies in percent), then one
+    ``name: value`` line per scalar metric; no trailing newline.
+  """
+  rows, scalars = [], []
+  for protocol, by_source in results.items():
+    if isinstance(by_source, Mapping):
+      for source, row in by_source.items():
+        rows.append((str(protocol), str(source), row))
+    else:
+      scalars.append((str(protocol), by_source))
+  budgets = sorted({k for _, _, row in rows for k in row if not k.endswith("_std")},
+                   key=budget_sort_key)
+  header = ["protocol", "source", *budgets]
+  body = [[p, s, *(_cell(row, b) for b in budgets)] for p, s, row in rows]
+  widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+  def fmt(line: list[str]) -> str:
+    return "  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
+
+  lines = []
+  if rows:
+    lines = [CAPTION, fmt(header), fmt(["-" * w for w in widths]), *(fmt(line) for line in body)]
+  for name, value in scalars:
+    lines.append(f"{name}: {value:.4g}" if isinstance(value, (int, float)) else f"{name}: {value}")
+  return "\n".join(lines)
