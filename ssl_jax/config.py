@@ -82,7 +82,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(
       at_end=True, budgets=(1, 5, 10, "all"), num_draws=5, protocols=("linear", "knn"),
       knn_k=20, knn_temperature=0.07, batch_size=512))
-  c.debug = ml_collections.ConfigDict(dict(nan_at_step=config_dict.placeholder(int)))
+  # Debug: make the loss NaN for `nan_num_steps` steps from `nan_at_step` (tests the skip logic).
+  c.debug = ml_collections.ConfigDict(dict(nan_at_step=config_dict.placeholder(int),
+                                           nan_num_steps=1))
   return c
 
 
@@ -255,7 +257,7 @@ def state_affecting_diff(old: dict, new: dict) -> list[str]:
     out = {}
     for k, v in d.items():
       key = prefix + k
-      if isinstance(v, dict) and v and k not in ("method_kwargs", "encoder_kwargs", "views"):
+      if isinstance(v, dict) and v:
         out.update(flat(v, key + "."))
       else:
         out[key] = v

@@ -49,7 +49,7 @@ class Networks:
   def _abstract(self, bn_axis_name: str | None):
     module = nnx.eval_shape(lambda: self._build(nnx.Rngs(0), bn_axis_name))
     graphdef, params, stats = nnx.split(module, nnx.Param, nnx.BatchStat)
-    return graphdef, jax.tree.structure(params), jax.tree.structure(stats)
+    return graphdef, params, stats
 
   def init(self, rng: jax.Array) -> tuple[PyTree, PyTree]:
     """Returns ``(params, batch_stats)`` as plain nested dicts of float32 arrays."""
@@ -63,9 +63,9 @@ class Networks:
 
   def bind(self, params: PyTree, batch_stats: PyTree, *, axis_name: str | None = None):
     """Rebuilds the module from pure dicts; safe inside ``jit``/``grad``/``shard_map``."""
-    graphdef, params_def, stats_def = self._abstract(axis_name)
-    params = _unflatten(params_def, params, "params")
-    stats = _unflatten(stats_def, batch_stats, "batch_stats")
+    graphdef, params_abstract, stats_abstract = self._abstract(axis_name)
+    params = _unflatten(params_abstract, params, "params")
+    stats = _unflatten(stats_abstract, batch_stats, "batch_stats")
     return nnx.merge(graphdef, params, stats, copy=True)
 
   @staticmethod
@@ -74,13 +74,16 @@ class Networks:
     return nnx.to_pure_dict(nnx.state(module, nnx.BatchStat))
 
 
-def _unflatten(treedef, tree: PyTree, what: str):
-  leaves = jax.tree.leaves(tree)
-  if len(leaves) != treedef.num_leaves:
-    raise ValueError(
-        f"{what} has {len(leaves)} leaves but the network expects {treedef.num_leaves}; "
-        "was it built from a different config?")
-  return jax.tree.unflatten(treedef, leaves)
+def _unflatten(abstract: nnx.State, tree: PyTree, what: str) -> nnx.State:
+  """Puts the leaves of the pure dict ``tree`` into the Variables of ``abstract``."""
+  expected = jax.tree.structure(nnx.to_pure_dict(abstract))
+  if jax.tree.structure(tree) != expected:
+    want = {jax.tree_util.keystr(p) for p, _ in
+            jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(abstract))[0]}
+    got = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    raise ValueError(f"{what} do not match the network: missing {sorted(want - got)[:10]}, "
+                     f"unexpected {sorted(got - want)[:10]}; was it built from another config?")
+  return jax.tree.unflatten(jax.tree.structure(abstract), jax.tree.leaves(tree))
 
 
 class Bundle(nnx.Module):

@@ -68,12 +68,13 @@ class Engine:
     sync_bn: BatchNorm statistics synced over the data axis inside the step (the method reads
       ``axis_name``); without it the running statistics are averaged after each step.
     fsdp, fsdp_min_size: GSPMD parameter sharding.
-    nan_at_step: debug switch passed to the step.
+    nan_at_step, nan_num_steps: debug switch passed to the step.
   """
 
   def __init__(self, method, tx, preprocess: Callable, *, mode: str = "shard_map",
                global_batch_size: int, devices=None, sync_bn: bool = True, fsdp: bool = False,
-               fsdp_min_size: int = 2**14, nan_at_step: int | None = None):
+               fsdp_min_size: int = 2**14, nan_at_step: int | None = None,
+               nan_num_steps: int = 1):
     self.method, self.tx, self.mode = method, tx, mode
     self.mesh = make_mesh(devices)
     self.num_devices = self.mesh.devices.size
@@ -90,7 +91,8 @@ class Engine:
     axis = None if mode == "gspmd" else DATA_AXIS
     per_device = make_step(method, tx, preprocess, axis_name=axis,
                            grad_reduce="pmean" if mode == "pmap" else None,
-                           sync_batch_stats=not sync_bn, nan_at_step=nan_at_step)
+                           sync_batch_stats=not sync_bn, nan_at_step=nan_at_step,
+                           nan_num_steps=nan_num_steps)
 
     def counted(state, batch):
       self.trace_count += 1  # Python side effect: runs once per trace

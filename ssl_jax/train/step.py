@@ -35,7 +35,8 @@ PyTree = Any
 
 def make_step(method, tx: optax.GradientTransformation, preprocess: Callable, *,
               axis_name: str | None, grad_reduce: str | None = None,
-              sync_batch_stats: bool = False, nan_at_step: int | None = None):
+              sync_batch_stats: bool = False, nan_at_step: int | None = None,
+              nan_num_steps: int = 1):
   """Builds the pure per-device step.
 
   Args:
@@ -46,7 +47,8 @@ def make_step(method, tx: optax.GradientTransformation, preprocess: Callable, *,
     grad_reduce: ``"pmean"`` to average gradients over ``axis_name`` (pmap), or None.
     sync_batch_stats: average BatchNorm running statistics over ``axis_name`` after the step
       (for unsynced BatchNorm, so the replicated state stays identical on every device).
-    nan_at_step: debug switch: make the loss NaN at this step (tests the skip logic).
+    nan_at_step, nan_num_steps: debug switch: make the loss NaN for ``nan_num_steps`` steps from
+      step ``nan_at_step`` (tests the skip logic).
   """
 
   def step_fn(state: TrainState, batch: PyTree, rng: jax.Array):
@@ -57,7 +59,8 @@ def make_step(method, tx: optax.GradientTransformation, preprocess: Callable, *,
       loss, aux = method.loss_fn(params, state.batch_stats, state.method_state, batch, loss_key,
                                  axis_name=axis_name)
       if nan_at_step is not None:
-        loss = loss * jnp.where(state.step == nan_at_step, jnp.nan, 1.0)
+        poisoned = (state.step >= nan_at_step) & (state.step < nan_at_step + nan_num_steps)
+        loss = loss * jnp.where(poisoned, jnp.nan, 1.0)
       return loss, aux
 
     (loss, (metrics, batch_stats, method_state)), grads = jax.value_and_grad(

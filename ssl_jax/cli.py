@@ -1,0 +1,104 @@
+"""``ssl-jax``: the command line (thin: parse, load config, call train / evaluate).
+
+  ssl-jax pretrain [--config FILE[:ARG]] [--workdir DIR] [--overwrite] [--quiet] [--config.KEY=V]
+  ssl-jax eval --workdir DIR [--dataset NAME] [--protocol knn|linear|all]
+
+``pretrain`` with no arguments runs the default: SimCLR on ``digits``, then evaluates it.
+Multi-host (one process per host): pass ``--coordinator_address HOST:PORT --num_processes N
+--process_id I`` (or ``--distributed`` on a TPU pod / SLURM, where JAX finds them itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+DEFAULT_WORKDIR = os.path.join("runs", "{method}_{dataset}")
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="ssl-jax", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="command", required=True)
+
+  p = sub.add_parser("pretrain", help="pretrain (or resume), then evaluate",
+                     description="Overrides: --config.KEY=VALUE for any key of the config, e.g. "
+                     "--config.optimizer.lr=0.3 --config.method=byol.")
+  p.add_argument("--config", default=None,
+                 help="config file (experiments/*.py[:arg]); default: SimCLR on digits")
+  p.add_argument("--workdir", default=None,
+                 help=f"run directory (default: {DEFAULT_WORKDIR.format(method='<method>', dataset='<dataset>')})")
+  p.add_argument("--overwrite", action="store_true",
+                 help="delete an earlier run's checkpoints and outputs in the workdir first")
+  p.add_argument("--quiet", action="store_true", help="no progress bar")
+  p.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
+  _distributed_args(p)
+
+  e = sub.add_parser("eval", help="evaluate a workdir's checkpoint (kNN and linear probe)")
+  e.add_argument("--workdir", required=True)
+  e.add_argument("--dataset", default=None,
+                 help="evaluate on another dataset (transfer): writes eval_<dataset>.json")
+  e.add_argument("--protocol", default="all", choices=("knn", "linear", "all"))
+  e.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+  _distributed_args(e)
+  return parser
+
+
+def _distributed_args(p: argparse.ArgumentParser) -> None:
+  g = p.add_argument_group("multi-host")
+  g.add_argument("--distributed", action="store_true",
+                 help="call jax.distributed.initialize() with the cluster's auto-detected settings")
+  g.add_argument("--coordinator_address", default=None)
+  g.add_argument("--num_processes", type=int, default=None)
+  g.add_argument("--process_id", type=int, default=None)
+
+
+def _init_distributed(args) -> None:
+  import jax  # pylint: disable=g-import-not-at-top
+  if args.coordinator_address or args.num_processes:
+    jax.distributed.initialize(coordinator_address=args.coordinator_address,
+                               num_processes=args.num_processes, process_id=args.process_id)
+  elif args.distributed:
+    jax.distributed.initialize()
+
+
+def main(argv=None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  args, rest = _parser().parse_known_args(argv)
+  from ssl_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+
+  try:
+    overrides = config_lib.parse_overrides(rest) if args.command == "pretrain" else []
+    if args.command == "eval" and rest:
+      raise ValueError(f"Unrecognized arguments: {' '.join(rest)}")
+    _init_distributed(args)
+    if args.command == "pretrain":
+      if args.quiet:
+        overrides.append(("quiet", "True"))
+      config = config_lib.load_config(args.config, overrides)
+      workdir = args.workdir or DEFAULT_WORKDIR.format(
+          method=config.method, dataset=config.dataset.replace(":", "_").replace("/", "_"))
+      from ssl_jax.train.loop import pretrain  # pylint: disable=g-import-not-at-top
+      pretrain(config, workdir, overwrite=args.overwrite)
+      if config.eval.at_end and not args.no_eval:
+        from ssl_jax.evaluate.runner import evaluate_workdir  # pylint: disable=g-import-not-at-top
+        evaluate_workdir(workdir)
+    else:
+      from ssl_jax.evaluate.runner import evaluate_workdir  # pylint: disable=g-import-not-at-top
+      protocols = None if args.protocol == "all" else (args.protocol,)
+      evaluate_workdir(args.workdir, dataset=args.dataset, step=args.step, protocols=protocols)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"ssl-jax: error: {e}", file=sys.stderr)
+    return 2
+  except RuntimeError as e:
+    from ssl_jax.train.loop import NonFiniteError  # pylint: disable=g-import-not-at-top
+    if not isinstance(e, NonFiniteError):
+      raise
+    print(f"ssl-jax: error: {e}", file=sys.stderr)
+    return 3
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,200 @@
+"""Pretraining loop: data -> compiled step -> logs and checkpoints, with auto-resume.
+
+``pretrain(config, workdir)`` writes the workdir layout of the design notes:
+``config.json`` (the resolved config), ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/``
+(Orbax, auto-resumed from the latest committed step, data position and RNG included).
+A workdir whose checkpoint came from a different config is refused unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ssl_jax import config as config_lib
+from ssl_jax import methods
+from ssl_jax.data.iterator import make_iterator
+from ssl_jax.data.sources import load_source
+from ssl_jax.train import optim
+from ssl_jax.train.checkpoint import Checkpointer
+from ssl_jax.train.logging import MetricsLogger
+from ssl_jax.train.parallel import Engine
+from ssl_jax.train.preprocess import make_view_preprocess
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+_RUN_OUTPUTS = (CHECKPOINT_DIR, "metrics.jsonl", "tensorboard", "eval.json", "report", "finetune")
+
+
+class NonFiniteError(RuntimeError):
+  """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  """Writes JSON to a temporary file and renames it, so a reader never sees half a file."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def prepare_workdir(config, workdir: str, *, overwrite: bool = False) -> None:
+  """Creates ``workdir``; refuses one holding a checkpoint of a different config.
+
+  Keys that only change logging, checkpoint cadence or evaluation may differ (a resumed run can
+  log more often). With ``overwrite=True`` the earlier run's outputs are deleted first.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  resolved = config_lib.to_dict(config)
+  path = os.path.join(workdir, CONFIG_FILE)
+  ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
+  has_checkpoint = os.path.isdir(ckpt_dir) and any(
+      name.isdigit() for name in os.listdir(ckpt_dir))
+  if overwrite:
+    if jax.process_index() == 0:
+      for name in _RUN_OUTPUTS:
+        target = os.path.join(workdir, name)
+        if os.path.isdir(target):
+          shutil.rmtree(target)
+        elif os.path.exists(target):
+          os.remove(target)
+  elif has_checkpoint:
+    if not os.path.exists(path):
+      raise ValueError(f"{workdir} holds checkpoints but no {CONFIG_FILE}; refusing to resume a "
+                       "run of unknown config. Pass --overwrite to start over.")
+    with open(path, encoding="utf-8") as f:
+      old = json.load(f)
+    diff = config_lib.state_affecting_diff(old, resolved)
+    if diff:
+      raise ValueError(f"{workdir} holds a checkpoint of a different config:\n  "
+                       + "\n  ".join(diff) + "\nUse another --workdir, or pass --overwrite to "
+                       "delete the earlier run and start over.")
+  if jax.process_index() == 0:
+    write_json_atomic(path, resolved)
+
+
+def steps_for(config, num_examples: int) -> tuple[int, int]:
+  """``(steps_per_epoch, total_steps)``; ``config.total_steps`` overrides ``epochs``."""
+  steps_per_epoch = num_examples // config.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f"batch_size={config.batch_size} is larger than the dataset "
+                     f"{config.dataset!r} ({num_examples} examples).")
+  total = config.total_steps if config.total_steps else config.epochs * steps_per_epoch
+  return steps_per_epoch, total
+
+
+def example_batch(batch_size: int, image_shape) -> dict:
+  return {"image": jax.ShapeDtypeStruct((batch_size, *image_shape), jnp.uint8),
+          "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32),
+          "index": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+
+
+def load_train_source(config):
+  return load_source(
+      config.dataset, config.train_split, data_dir=config.data_dir or None,
+      image_size=config.data.image_size or None, on_corrupt=config.data.on_corrupt)
+
+
+def build(config, num_examples: int, image_shape, *, devices=None):
+  """The method, optimizer and engine of a run (shared by pretraining and benchmarks)."""
+  steps_per_epoch, total_steps = steps_for(config, num_examples)
+  method = methods.make(config.method, config)
+  tx, _ = optim.build_optimizer(config.optimizer, batch_size=config.batch_size,
+                                total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+  engine = Engine(method, tx, make_view_preprocess(config.views), mode=config.parallel,
+                  global_batch_size=config.batch_size, devices=devices, sync_bn=config.sync_bn,
+                  fsdp=config.fsdp, fsdp_min_size=config.fsdp_min_size,
+                  nan_at_step=config.debug.nan_at_step, nan_num_steps=config.debug.nan_num_steps)
+  return method, engine, total_steps
+
+
+def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> dict:
+  """Runs (or resumes) pretraining; returns the last logged metrics.
+
+  Raises:
+    NonFiniteError: after ``config.max_consecutive_skips`` consecutive non-finite steps (the
+      checkpoints on disk all hold finite values: skipped steps never change the state).
+  """
+  workdir = os.path.abspath(workdir)
+  prepare_workdir(config, workdir, overwrite=overwrite)
+  source = load_train_source(config)
+  _, engine, total_steps = build(config, len(source), source.image_shape, devices=devices)
+  state = engine.init_state(jax.random.key(config.seed),
+                            example_batch(config.batch_size, source.image_shape))
+  iterator = make_iterator(source, global_batch_size=config.batch_size, seed=config.seed,
+                                shuffle=config.data.shuffle, worker_count=config.data.worker_count)
+  ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
+                      max_to_keep=config.checkpoint.max_to_keep,
+                      every_steps=config.checkpoint.every_steps,
+                      async_save=config.checkpoint.async_save)
+  logger = MetricsLogger(workdir, total_steps=total_steps, tensorboard=config.log.tensorboard,
+                         quiet=config.quiet)
+  if ckpt.latest_step() is not None:
+    restored, data_state = ckpt.restore(engine.global_state(state))
+    state = engine.place_state(restored) if config.parallel == "pmap" else restored
+    if data_state is not None:
+      iterator.set_state(data_state)
+    logger.message(f"Resumed from step {int(engine.global_state(state).step)} in {ckpt.directory}")
+
+  start = int(jax.device_get(engine.global_state(state).step))
+  logger.message(f"Pretraining {config.method} on {config.dataset}: {total_steps} steps of "
+                 f"{config.batch_size} examples on {engine.num_devices} {jax.default_backend()} "
+                 f"device(s), parallel={config.parallel}; workdir {workdir}")
+  last: dict = {}
+  pending = None  # metrics of the previous step, fetched while the current one runs
+  t_prev = time.perf_counter()
+  try:
+    for step in range(start, total_steps):
+      batch = engine.put_batch(next(iterator))
+      state, metrics = engine.step(state, batch)
+      if pending is not None:
+        last, t_prev = _report(logger, config, *pending, t_prev, first=pending[0] == start + 1)
+      pending = (step + 1, metrics)
+      if ckpt.should_save(step + 1):
+        # Log the step first, so metrics.jsonl never lags behind what a resume starts from.
+        last, t_prev = _report(logger, config, *pending, t_prev, first=pending[0] == start + 1)
+        pending = None
+        ckpt.save(step + 1, engine.global_state(state), iterator.get_state())
+    if pending is not None:
+      last, t_prev = _report(logger, config, *pending, t_prev, first=pending[0] == start + 1)
+    if ckpt.should_save(total_steps, final=True):
+      ckpt.save(total_steps, engine.global_state(state), iterator.get_state())
+    ckpt.wait()
+  finally:
+    ckpt.close()
+    iterator.close()
+    logger.close()
+  return last
+
+
+def _report(logger, config, step, metrics, t_prev, *, first):
+  metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  now = time.perf_counter()
+  elapsed = now - t_prev
+  if first:
+    metrics["first_step_s"] = elapsed  # includes compilation
+  else:
+    metrics["step_time_s"] = elapsed
+    metrics["examples_per_s"] = config.batch_size / max(elapsed, 1e-9)
+  warning = ""
+  if metrics["skipped"]:
+    warning = f"skipped non-finite step ({int(metrics['skips'])} in a row)"
+    logger.message(f"step {step}: loss or gradient not finite; step skipped, state unchanged "
+                   f"({int(metrics['skips'])} consecutive, {int(metrics['total_skips'])} total).")
+  if step % config.log.every_steps == 0 or first or metrics["skipped"]:
+    logger.write(step, metrics)
+  logger.progress(step, metrics, warning)
+  if metrics["skips"] >= config.max_consecutive_skips:
+    raise NonFiniteError(
+        f"{int(metrics['skips'])} consecutive steps had a non-finite loss or gradient (limit "
+        f"config.max_consecutive_skips={config.max_consecutive_skips}); stopping at step {step}. "
+        "Checkpoints hold the last finite state. Lower the learning rate or enable "
+        "optimizer.clip_norm.")
+  return metrics, now

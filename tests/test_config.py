@@ -1,0 +1,88 @@
+"""Configs: defaults, files with arguments, overrides, method switching, validation."""
+
+import json
+
+import pytest
+
+from ssl_jax import config as config_lib
+
+
+def test_default_has_the_top_level_keys():
+  c = config_lib.load_config()
+  for key in ("method", "dataset", "encoder", "batch_size", "total_steps", "seed", "parallel"):
+    assert key in c
+  assert c.checkpoint.every_steps >= 0
+  assert c.method == "simclr" and c.dataset == "digits"
+  assert c.method_kwargs.temperature > 0  # filled from the method's defaults
+
+
+def test_overrides_typed_and_nested():
+  c = config_lib.load_config(None, config_lib.parse_overrides(
+      ["--config.optimizer.lr=0.05", "--config.batch_size", "128", "--config.encoder=resnet_tiny",
+       "--config.eval.budgets=(1, 'all')", "--config.total_steps=7",
+       "--config.method_kwargs.temperature=0.2"]))
+  assert c.optimizer.lr == 0.05 and c.batch_size == 128 and c.encoder == "resnet_tiny"
+  assert c.eval.budgets == (1, "all") and c.total_steps == 7
+  assert c.method_kwargs.temperature == 0.2
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.optimzer.lr=1", "Unknown config key 'optimzer'.*optimizer"),
+    ("--config.optimizer.lrr=1", "Unknown config key 'optimizer.lrr'.*lr_scaling"),
+    ("--config.batch_size=big", "Bad value for config.batch_size"),
+    ("--config.batch_size=0", "batch_size must be a positive integer"),
+    ("--config.batch_size=-4", "batch_size must be a positive integer"),
+    ("--config.parallel=ddp", "parallel='ddp' is not valid; choose one of: shard_map, pmap, gspmd"),
+    ("--config.method=simclrr", "method='simclrr' is not valid; choose one of: .*simclr"),
+    ("--config.optimizer.name=adam", "optimizer.name='adam' is not valid.*adamw"),
+    ("--config.method_kwargs.temprature=0.1", "Unknown config key 'method_kwargs.temprature'"),
+])
+def test_bad_values_are_refused_with_the_valid_choices(override, message):
+  with pytest.raises(ValueError, match=message):
+    config_lib.load_config(None, config_lib.parse_overrides([override]))
+
+
+def test_bad_argument_shapes():
+  with pytest.raises(ValueError, match="--config.key=value"):
+    config_lib.parse_overrides(["--lr=1"])
+  with pytest.raises(ValueError, match="has no value"):
+    config_lib.parse_overrides(["--config.lr"])
+  with pytest.raises(FileNotFoundError):
+    config_lib.load_config("no/such/config.py")
+
+
+def test_config_file_with_argument(tmp_path):
+  path = tmp_path / "my_config.py"
+  path.write_text(
+      "from ssl_jax.config import default_config\n"
+      "def get_config(arg=None):\n"
+      "  c = default_config()\n"
+      "  c.method_kwargs.temperature = 0.3\n"
+      "  c.batch_size = 64 if arg == 'runlocal' else 512\n"
+      "  return c\n")
+  assert config_lib.load_config(f"{path}:runlocal").batch_size == 64
+  c = config_lib.load_config(str(path))
+  assert c.batch_size == 512 and c.method_kwargs.temperature == 0.3
+  bad = tmp_path / "bad.py"
+  bad.write_text("from ssl_jax.config import default_config\n"
+                 "def get_config():\n  c = default_config()\n  c.method_kwargs.nope = 1\n"
+                 "  return c\n")
+  with pytest.raises(ValueError, match="nope is not a hyperparameter of simclr"):
+    config_lib.load_config(str(bad))
+
+
+def test_resolved_config_is_json_and_locked():
+  c = config_lib.load_config()
+  d = config_lib.to_dict(c)
+  assert json.loads(json.dumps(d)) == d
+  with pytest.raises(AttributeError):
+    c.new_key = 1
+
+
+def test_state_affecting_diff_ignores_run_control_keys():
+  a = config_lib.to_dict(config_lib.load_config())
+  b = config_lib.to_dict(config_lib.load_config(None, [("log.every_steps", "5"),
+                                                       ("checkpoint.every_steps", "3")]))
+  assert config_lib.state_affecting_diff(a, b) == []
+  c = config_lib.to_dict(config_lib.load_config(None, [("optimizer.lr", "0.7")]))
+  assert config_lib.state_affecting_diff(a, c) == ["optimizer.lr: 0.3 -> 0.7"]
