@@ -1,0 +1,597 @@
+"""Image-classification sources by name: ``digits``, ``tfds:``, ``folder:``, ``npz:``.
+
+Every source is a Grain-compatible random-access data source: ``len(source)`` and
+``source[i] -> {"image": uint8 [H, W, C], "label": int32 scalar}``, plus ``__getitems__`` for
+batched reads, and metadata attributes ``name``, ``split``, ``num_classes``, ``image_shape``
+(H, W, C) and ``class_names`` (a tuple, or ``None`` when unknown). Sources are picklable, so they
+can be handed to Grain worker processes.
+
+Names (see :func:`load_source`):
+
+* ``digits``: scikit-learn's bundled handwritten digits (``sklearn.datasets.load_digits``), 8x8x1
+  images. The pixel values ``v`` in 0..16 are mapped to uint8 by ``u = floor(v * 255 / 16 + 1/2)``
+  (0 -> 0, 8 -> 128, 16 -> 255), so the 17 levels are evenly spread over 0..255. Splits ``train``
+  (1257) and ``test`` (540) are ``train_test_split(X, y, test_size=0.3, stratify=y,
+  random_state=0)``, the split every ssl_jax protocol uses.
+* ``tfds:<name>[:<config>]``: a prepared TFDS dataset read with ``tfds.data_source`` from
+  ArrayRecord files (no TensorFlow needed). ``tfds:<name>/<config>:<version>`` (TFDS's own syntax,
+  recognised by the ``/``) is passed through unchanged. Split strings are passed through too
+  (``"train[:10%]"``). Nothing is downloaded or prepared: an unprepared dataset is an error that
+  says how to prepare it.
+* ``folder:<path>``: one sub-folder per class, classes numbered in sorted name order. If ``path``
+  has a ``train/`` sub-folder and a ``test/``, ``val/`` or ``validation/`` one, those are the
+  splits (class names are the union over splits, so ids agree between splits); otherwise the whole
+  folder is the single split ``train``. See :class:`FolderSource` for decoding and corrupt files.
+* ``npz:<path>``: a NumPy archive with ``x_<split>`` / ``y_<split>`` arrays (optional
+  ``num_classes`` scalar and ``class_names`` string array). Images are ``[N, H, W]`` or
+  ``[N, H, W, C]``, either uint8 or floating point in [0, 1] (mapped by ``round(x * 255)``); labels
+  are integers in ``[0, num_classes)``. Loaded with ``allow_pickle=False``.
+
+With ``image_size`` set, every image is resized so that its shorter side is ``image_size`` (PIL
+bilinear, which antialiases when downscaling) and then center-cropped to ``image_size x
+image_size``; this applies to every source kind. Without it, images keep their stored size, which
+must then be the same for every example.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import difflib
+import logging
+import os
+import pathlib
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import PIL.Image
+
+_LOG = logging.getLogger(__name__)
+
+Example = dict[str, np.ndarray]
+
+_KINDS = ("digits", "tfds:<name>[:<config>]", "folder:<path>", "npz:<path>")
+_ON_CORRUPT = ("error", "skip")
+_FOLDER_SPLITS = ("train", "test", "val", "validation")
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+
+
+class Source:
+  """Base class: a random-access image-classification source (Grain's data-source protocol).
+
+  Subclasses implement :meth:`__len__` and :meth:`_read` (one stored example, before resizing).
+
+  Attributes:
+    name: The name it was loaded by (e.g. ``"digits"``, ``"tfds:mnist"``).
+    split: The split string it was loaded with.
+    num_classes: Number of classes, or ``None`` when the source cannot tell (a TFDS dataset whose
+      label is a plain integer tensor).
+    image_shape: ``(H, W, C)`` of every image this source returns.
+    class_names: Class names in label order, or ``None``.
+    image_size: The square output size when resizing, or ``None``.
+  """
+
+  name: str
+  split: str
+  num_classes: int | None
+  image_shape: tuple[int, int, int]
+  class_names: tuple[str, ...] | None
+  image_size: int | None
+
+  def __len__(self) -> int:
+    raise NotImplementedError
+
+  def _read(self, index: int) -> tuple[np.ndarray, int]:
+    """Returns the stored image (uint8 [H, W, C]) and label of example ``index``."""
+    raise NotImplementedError
+
+  def _read_many(self, indices: Sequence[int]) -> list[tuple[np.ndarray, int]]:
+    return [self._read(i) for i in indices]
+
+  def _index(self, index: Any) -> int:
+    n = len(self)
+    i = int(index)
+    if i < 0:
+      i += n
+    if not 0 <= i < n:
+      raise IndexError(f"index {index} out of range for {self!r}")
+    return i
+
+  def _example(self, image: np.ndarray, label: int) -> Example:
+    if self.image_size is not None:
+      image = resize_center_crop(image, self.image_size)
+    return {"image": image, "label": np.asarray(label, np.int32)}
+
+  def __getitem__(self, index: int) -> Example:
+    image, label = self._read(self._index(index))
+    return self._example(image, label)
+
+  def __getitems__(self, indices: Sequence[int]) -> list[Example]:
+    """Reads several examples at once (faster for ArrayRecord-backed sources)."""
+    indices = [self._index(i) for i in indices]
+    return [self._example(image, label) for image, label in self._read_many(indices)]
+
+  def __repr__(self) -> str:
+    return (f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, "
+            f"num_examples={len(self)}, image_shape={self.image_shape}, "
+            f"num_classes={self.num_classes})")
+
+
+class ArraySource(Source):
+  """A source over in-memory arrays (``digits``, ``npz:``).
+
+  Args:
+    images: uint8 ``[N, H, W, C]``.
+    labels: integer ``[N]``.
+    name: Source name.
+    split: Split name.
+    num_classes: Number of classes.
+    class_names: Optional class names.
+    image_size: Optional square output size (resize + center crop on read).
+  """
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray, *, name: str, split: str,
+               num_classes: int, class_names: Sequence[str] | None = None,
+               image_size: int | None = None):
+    if images.dtype != np.uint8 or images.ndim != 4:
+      raise ValueError(f"{name}: images must be uint8 [N, H, W, C], got {images.dtype} "
+                       f"{images.shape}")
+    if labels.shape != (images.shape[0],):
+      raise ValueError(f"{name}: {images.shape[0]} images but labels of shape {labels.shape}")
+    self.images = images
+    self.labels = labels.astype(np.int32, copy=False)
+    self.name = name
+    self.split = split
+    self.num_classes = int(num_classes)
+    self.class_names = tuple(class_names) if class_names is not None else None
+    self.image_size = _check_image_size(image_size)
+    h, w, c = images.shape[1:]
+    self.image_shape = (h, w, c) if image_size is None else (image_size, image_size, c)
+
+  def __len__(self) -> int:
+    return int(self.images.shape[0])
+
+  def _read(self, index: int) -> tuple[np.ndarray, int]:
+    return self.images[index], int(self.labels[index])
+
+  def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    """Returns all images (uint8 ``[N, *image_shape]``) and labels (int32 ``[N]``)."""
+    if self.image_size is None:
+      return self.images, self.labels
+    images = np.stack([resize_center_crop(x, self.image_size) for x in self.images])
+    return images.reshape((len(self), *self.image_shape)), self.labels
+
+
+class TfdsSource(Source):
+  """A prepared TFDS dataset read through ``tfds.data_source`` (ArrayRecord, no TensorFlow).
+
+  Images come from the ``image_key`` feature (an ``Image`` or uint8/float ``Tensor`` feature,
+  ``[H, W]`` or ``[H, W, C]``); labels from ``label_key`` (``ClassLabel`` gives ``num_classes`` and
+  ``class_names``; an integer ``Tensor`` label leaves both ``None``).
+
+  Args:
+    name: The full source name (``"tfds:..."``).
+    tfds_name: The name given to TFDS (``"mnist"``, ``"cifar10/config"``).
+    split: TFDS split string, passed through.
+    data_dir: TFDS data directory (TFDS's default when ``None``).
+    image_size: Optional square output size.
+    image_key: Feature holding the image.
+    label_key: Feature holding the label.
+  """
+
+  def __init__(self, name: str, tfds_name: str, split: str, *, data_dir: str | None = None,
+               image_size: int | None = None, image_key: str = "image",
+               label_key: str = "label"):
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+    self.name = name
+    self.split = split
+    self.image_size = _check_image_size(image_size)
+    self.image_key = image_key
+    self.label_key = label_key
+    try:
+      self._ds = tfds.data_source(tfds_name, split=split, data_dir=data_dir, download=False)
+    except tfds.core.registered.DatasetNotFoundError as e:
+      try:
+        known = tfds.list_builders(with_community_datasets=False)
+      except Exception:  # pylint: disable=broad-except  # Only for the hint.
+        known = []
+      close = difflib.get_close_matches(tfds_name.split("/")[0], known, n=5)
+      hint = f" Close matches: {', '.join(close)}." if close else ""
+      raise ValueError(f"{name}: no TFDS dataset named {tfds_name!r} is registered (a custom "
+                       f"builder must be imported first; see tfds.list_builders()).{hint}") from e
+    except ValueError as e:
+      raise ValueError(f"{name}: cannot read split {split!r}: {e}") from e
+    except (NotImplementedError, FileNotFoundError, AssertionError, OSError) as e:
+      where = data_dir or "the default TFDS data_dir"
+      raise FileNotFoundError(
+          f"{name}: no ArrayRecord data for {tfds_name!r} in {where} (not prepared, or prepared "
+          f"in another file format). Prepare it with `tfds build {tfds_name} "
+          f"--file_format=array_record --data_dir=...` (TFDS's error: {e})") from e
+    features = self._ds.dataset_info.features
+    missing = [k for k in (image_key, label_key) if k not in features]
+    if missing:
+      raise ValueError(f"{name}: no feature(s) {missing}; features are {sorted(features.keys())} "
+                       f"(choose them with image_key= / label_key=)")
+    label_feature = features[label_key]
+    self.num_classes = getattr(label_feature, "num_classes", None)
+    names = getattr(label_feature, "names", None)
+    self.class_names = tuple(names) if names else None
+    shape = tuple(features[image_key].shape)
+    if len(shape) == 2:
+      shape = (*shape, 1)
+    if len(shape) != 3 or shape[2] is None:
+      raise ValueError(f"{name}: feature {image_key!r} has shape {features[image_key].shape}; "
+                       f"expected [H, W] or [H, W, C] with a known C")
+    if self.image_size is not None:
+      self.image_shape = (self.image_size, self.image_size, int(shape[2]))
+    elif None in shape:
+      raise ValueError(f"{name}: images have variable size {features[image_key].shape}; pass "
+                       f"image_size= to resize and center-crop them to a fixed size")
+    else:
+      self.image_shape = tuple(int(d) for d in shape)
+
+  def __len__(self) -> int:
+    return len(self._ds)
+
+  def _convert(self, record: Mapping[str, Any]) -> tuple[np.ndarray, int]:
+    image = to_uint8_image(np.asarray(record[self.image_key]), f"{self.name} {self.image_key!r}")
+    return image, int(record[self.label_key])
+
+  def _read(self, index: int) -> tuple[np.ndarray, int]:
+    return self._convert(self._ds[index])
+
+  def _read_many(self, indices: Sequence[int]) -> list[tuple[np.ndarray, int]]:
+    return [self._convert(r) for r in self._ds.__getitems__(list(indices))]
+
+
+class FolderSource(Source):
+  """Images in ``<root>/<class>/...`` decoded with PIL.
+
+  Every file whose extension PIL knows (searched recursively in each class folder, hidden files
+  and other files ignored) is fully decoded once when the source is built, which finds corrupted
+  files up front: with ``on_corrupt="error"`` the first one raises a ``ValueError`` naming it;
+  with ``"skip"`` they are left out (and logged), counted in ``num_corrupt`` and listed in
+  ``corrupt_files``. That scan costs one decode per image: fine for the small custom datasets this
+  source is for; convert large datasets to ArrayRecord (TFDS) instead.
+
+  Channels: 1 (PIL mode ``L``) when every image of the split is grayscale, else 3 (``RGB``; alpha is
+  dropped, palettes expanded). Size: without ``image_size`` every image must have the same size;
+  with it, shorter side resized to ``image_size`` then center-cropped.
+
+  Args:
+    name: The full source name (``"folder:..."``).
+    split_dir: The folder holding one sub-folder per class.
+    class_names: Class names in label order (sub-folder names).
+    split: Split name.
+    image_size: Optional square output size.
+    on_corrupt: ``"error"`` or ``"skip"``.
+  """
+
+  def __init__(self, name: str, split_dir: pathlib.Path, class_names: Sequence[str], split: str,
+               *, image_size: int | None = None, on_corrupt: str = "error"):
+    self.name = name
+    self.split = split
+    self.class_names = tuple(class_names)
+    self.num_classes = len(self.class_names)
+    self.image_size = _check_image_size(image_size)
+    extensions = {ext.lower() for ext in PIL.Image.registered_extensions()}
+    candidates: list[tuple[pathlib.Path, int]] = []
+    for label, cls in enumerate(self.class_names):
+      cls_dir = split_dir / cls
+      if not cls_dir.is_dir():
+        continue
+      for dirpath, dirnames, filenames in os.walk(cls_dir):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fname in sorted(filenames):
+          if not fname.startswith(".") and os.path.splitext(fname)[1].lower() in extensions:
+            candidates.append((pathlib.Path(dirpath) / fname, label))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+      probes = list(pool.map(_probe_image, [p for p, _ in candidates]))
+    self.files: list[str] = []
+    labels = []
+    self.corrupt_files: list[str] = []
+    modes, sizes = set(), {}
+    for (path, label), probe in zip(candidates, probes):
+      if isinstance(probe, Exception):
+        if on_corrupt == "error":
+          raise ValueError(f"{name}: corrupted image file {path}: {probe} (pass on_corrupt='skip' "
+                           f"to leave such files out)") from probe
+        _LOG.warning("%s: skipping corrupted image file %s: %s", name, path, probe)
+        self.corrupt_files.append(str(path))
+        continue
+      mode, size = probe
+      modes.add(mode)
+      sizes.setdefault(size, str(path))
+      self.files.append(str(path))
+      labels.append(label)
+    self.labels = np.asarray(labels, np.int32)
+    self.num_corrupt = len(self.corrupt_files)
+    if not self.files:
+      raise ValueError(f"{name}: split {split!r} ({split_dir}) has no readable image files in its "
+                       f"class folders {list(self.class_names)} ({self.num_corrupt} corrupted)")
+    self.channels = 1 if modes <= _GRAY_MODES else 3
+    if self.image_size is not None:
+      self.image_shape = (self.image_size, self.image_size, self.channels)
+    elif len(sizes) > 1:
+      (s1, f1), (s2, f2) = list(sizes.items())[:2]
+      raise ValueError(f"{name}: images have different sizes ({f1} is {s1[0]}x{s1[1]}, {f2} is "
+                       f"{s2[0]}x{s2[1]} as width x height); pass image_size= to resize and "
+                       f"center-crop them to a fixed size")
+    else:
+      (w, h), = sizes
+      self.image_shape = (h, w, self.channels)
+
+  def __len__(self) -> int:
+    return len(self.files)
+
+  def _read(self, index: int) -> tuple[np.ndarray, int]:
+    path = self.files[index]
+    try:
+      with PIL.Image.open(path) as im:
+        im = im.convert("L" if self.channels == 1 else "RGB")
+    except (OSError, ValueError, SyntaxError) as e:
+      raise ValueError(f"{self.name}: cannot decode image file {path}: {e}") from e
+    image = np.asarray(im, np.uint8)
+    return (image[..., None] if image.ndim == 2 else image), int(self.labels[index])
+
+
+def _probe_image(path: pathlib.Path) -> tuple[str, tuple[int, int]] | Exception:
+  """Fully decodes an image; returns (mode, (width, height)) or the exception it raised."""
+  try:
+    with PIL.Image.open(path) as im:
+      im.load()
+      return im.mode, im.size
+  except Exception as e:  # pylint: disable=broad-except  # PIL raises many types on bad files.
+    return e
+
+
+def _check_image_size(image_size: int | None) -> int | None:
+  if image_size is None:
+    return None
+  if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
+      or image_size <= 0:
+    raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+  return int(image_size)
+
+
+def to_uint8_image(x: np.ndarray, what: str = "image") -> np.ndarray:
+  """Converts one image to uint8 ``[H, W, C]``.
+
+  Args:
+    x: ``[H, W]`` or ``[H, W, C]``, uint8 or floating point in [0, 1] (mapped by
+      ``round(x * 255)``).
+    what: Description used in error messages.
+
+  Returns:
+    uint8 ``[H, W, C]``.
+  """
+  return to_uint8_images(x[None], what)[0]
+
+
+def to_uint8_images(x: np.ndarray, what: str = "images") -> np.ndarray:
+  """Converts a stack of images to uint8 ``[N, H, W, C]``.
+
+  Args:
+    x: ``[N, H, W]`` or ``[N, H, W, C]``, uint8 or floating point in [0, 1] (mapped by
+      ``round(x * 255)``).
+    what: Description used in error messages.
+
+  Returns:
+    uint8 ``[N, H, W, C]``.
+
+  Raises:
+    ValueError: on another rank or dtype, or floats outside [0, 1].
+  """
+  if x.ndim == 3:
+    x = x[..., None]
+  if x.ndim != 4:
+    raise ValueError(f"{what}: expected images [N, H, W] or [N, H, W, C], got shape {x.shape}")
+  if x.dtype == np.uint8:
+    return x
+  if np.issubdtype(x.dtype, np.floating):
+    if x.size and not (np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0):
+      raise ValueError(f"{what}: float images must lie in [0, 1], got values in "
+                       f"[{np.nanmin(x)}, {np.nanmax(x)}]")
+    return np.round(x * 255.0).astype(np.uint8)
+  raise ValueError(f"{what}: images must be uint8 or floating point in [0, 1], got dtype "
+                   f"{x.dtype} (convert with .astype(np.uint8) if the values are 0..255)")
+
+
+def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
+  """Resizes the shorter side to ``size`` (PIL bilinear, antialiased) and center-crops a square.
+
+  Args:
+    image: uint8 ``[H, W, C]`` (any C; channels are resized one at a time when C is not 1 or 3).
+    size: Output height and width.
+
+  Returns:
+    uint8 ``[size, size, C]``; the input itself when it already has that shape.
+  """
+  h, w, c = image.shape
+  if (h, w) == (size, size):
+    return image
+  scale = size / min(h, w)
+  new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+  left, top = (new_w - size) // 2, (new_h - size) // 2
+  box = (left, top, left + size, top + size)
+
+  def one(plane: np.ndarray) -> np.ndarray:
+    im = PIL.Image.fromarray(plane)
+    return np.asarray(im.resize((new_w, new_h), PIL.Image.BILINEAR).crop(box), np.uint8)
+
+  if c == 3:
+    return one(image)
+  return np.stack([one(np.ascontiguousarray(image[..., k])) for k in range(c)], axis=-1)
+
+
+def _digits(split: str, image_size: int | None) -> ArraySource:
+  from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
+  from sklearn.model_selection import train_test_split  # pylint: disable=import-outside-toplevel
+
+  if split not in ("train", "test"):
+    raise ValueError(f"digits: unknown split {split!r}; valid splits are 'train', 'test'")
+  digits = load_digits()
+  values = digits.images.astype(np.int64)  # 0..16, exact integers stored as float64
+  images = ((values * 255 + 8) // 16).astype(np.uint8)[..., None]
+  x_train, x_test, y_train, y_test = train_test_split(
+      images, digits.target, test_size=0.3, stratify=digits.target, random_state=0)
+  x, y = (x_train, y_train) if split == "train" else (x_test, y_test)
+  return ArraySource(np.ascontiguousarray(x), y, name="digits", split=split, num_classes=10,
+                     class_names=[str(d) for d in range(10)], image_size=image_size)
+
+
+def _npz(name: str, path: pathlib.Path, split: str, image_size: int | None) -> ArraySource:
+  if not path.is_file():
+    raise FileNotFoundError(f"{name}: no such file {path}")
+  try:
+    archive = np.load(path, allow_pickle=False)
+  except Exception as e:  # pylint: disable=broad-except  # np.load raises many types.
+    raise ValueError(f"{name}: {path} is not a readable .npz archive: {e}") from e
+  if not isinstance(archive, np.lib.npyio.NpzFile):
+    raise ValueError(f"{name}: {path} holds a single array, not an .npz archive with "
+                     f"x_<split> / y_<split> arrays")
+  with archive:
+    keys = set(archive.files)
+    splits = sorted(k[2:] for k in keys if k.startswith("x_") and f"y_{k[2:]}" in keys)
+    if f"x_{split}" not in keys or f"y_{split}" not in keys:
+      raise ValueError(f"{name}: no split {split!r} (arrays x_{split} and y_{split}); valid "
+                       f"splits: {splits or 'none'} (arrays present: {sorted(keys)})")
+    try:
+      images = to_uint8_images(archive[f"x_{split}"], f"{name} x_{split}")
+      labels = archive[f"y_{split}"]
+      all_labels = [archive[f"y_{s}"] for s in splits]
+      num_classes = int(archive["num_classes"]) if "num_classes" in keys else None
+      class_names = ([str(s) for s in archive["class_names"]] if "class_names" in keys else None)
+    except ValueError as e:
+      raise ValueError(f"{name}: malformed archive {path}: {e}") from e
+  for s, y in zip(splits, all_labels):
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
+      raise ValueError(f"{name}: y_{s} must be non-negative integers [N], got {y.dtype} "
+                       f"{y.shape}")
+  if labels.shape[0] != images.shape[0]:
+    raise ValueError(f"{name}: x_{split} has {images.shape[0]} images but y_{split} has "
+                     f"{labels.shape[0]} labels")
+  if num_classes is None:
+    num_classes = len(class_names) if class_names else 1 + max(
+        (int(y.max()) for y in all_labels if y.size), default=-1)
+  if labels.size and labels.max() >= num_classes:
+    raise ValueError(f"{name}: y_{split} has label {labels.max()} >= num_classes {num_classes}")
+  if class_names is not None and len(class_names) != num_classes:
+    raise ValueError(f"{name}: {len(class_names)} class_names for {num_classes} classes")
+  return ArraySource(images, labels, name=name, split=split, num_classes=num_classes,
+                     class_names=class_names, image_size=image_size)
+
+
+def _folder(name: str, root: pathlib.Path, split: str, image_size: int | None,
+            on_corrupt: str) -> FolderSource:
+  if not root.is_dir():
+    raise FileNotFoundError(f"{name}: no such directory {root}")
+  subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+  split_dirs = [s for s in _FOLDER_SPLITS if s in subdirs]
+  if "train" in split_dirs and len(split_dirs) > 1:
+    splits = {s: root / s for s in split_dirs}
+  else:
+    splits = {"train": root}
+  if split not in splits:
+    raise ValueError(f"{name}: unknown split {split!r}; valid splits: {sorted(splits)} "
+                     + ("" if len(splits) > 1 else "(add train/ and test/ or val/ sub-folders to "
+                        "have several)"))
+  classes = sorted({p.name for d in splits.values() for p in d.iterdir()
+                    if p.is_dir() and not p.name.startswith(".")})
+  if not classes:
+    raise ValueError(f"{name}: no class sub-folders in {splits[split]}; expected "
+                     f"<path>/<class>/<image files> (optionally under train/ and test/ or val/)")
+  return FolderSource(name, splits[split], classes, split, image_size=image_size,
+                      on_corrupt=on_corrupt)
+
+
+def _tfds(name: str, spec: str, split: str, data_dir: str | None, image_size: int | None,
+          image_key: str, label_key: str) -> TfdsSource:
+  if not spec:
+    raise ValueError(f"{name}: missing dataset name; use tfds:<name>[:<config>]")
+  if "/" in spec:  # TFDS's own syntax: name/config[:version]
+    tfds_name = spec
+  else:
+    ds_name, _, config = spec.partition(":")
+    tfds_name = f"{ds_name}/{config}" if config else ds_name
+  return TfdsSource(name, tfds_name, split, data_dir=data_dir, image_size=image_size,
+                    image_key=image_key, label_key=label_key)
+
+
+def load_source(name: str, split: str, *, data_dir: str | None = None,
+                image_size: int | None = None, on_corrupt: str = "error",
+                image_key: str = "image", label_key: str = "label") -> Source:
+  """Returns the random-access source ``name`` / ``split`` (see the module docstring for names).
+
+  Args:
+    name: ``"digits"``, ``"tfds:<name>[:<config>]"``, ``"folder:<path>"`` or ``"npz:<path>"``.
+    split: Split name (``"train"``, ``"test"``, ...; TFDS split strings like ``"train[:10%]"``).
+    data_dir: TFDS data directory (``tfds:`` only; TFDS's default when ``None``).
+    image_size: If set, images are resized (shorter side) and center-cropped to this square size.
+    on_corrupt: ``folder:`` only: ``"error"`` refuses a corrupted image file, ``"skip"`` leaves it
+      out and counts it (``source.num_corrupt``).
+    image_key: ``tfds:`` only: the image feature.
+    label_key: ``tfds:`` only: the label feature.
+
+  Returns:
+    A :class:`Source`.
+
+  Raises:
+    ValueError: unknown name or split, malformed file or folder.
+    FileNotFoundError: missing path, or TFDS data not prepared.
+
+  >>> src = load_source("digits", "train")
+  >>> len(src), src.image_shape, src.num_classes
+  (1257, (8, 8, 1), 10)
+  """
+  if on_corrupt not in _ON_CORRUPT:
+    raise ValueError(f"on_corrupt must be one of {_ON_CORRUPT}, got {on_corrupt!r}")
+  _check_image_size(image_size)
+  if not isinstance(split, str) or not split:
+    raise ValueError(f"{name}: split must be a non-empty string, got {split!r}")
+  kind, sep, rest = name.partition(":")
+  if name == "digits":
+    return _digits(split, image_size)
+  if sep and kind == "tfds":
+    return _tfds(name, rest, split, data_dir, image_size, image_key, label_key)
+  if sep and kind == "folder" and rest:
+    return _folder(name, pathlib.Path(rest).expanduser(), split, image_size, on_corrupt)
+  if sep and kind == "npz" and rest:
+    return _npz(name, pathlib.Path(rest).expanduser(), split, image_size)
+  raise ValueError(f"unknown dataset name {name!r}; valid names: {', '.join(_KINDS)}")
+
+
+def load_arrays(name: str | Source, split: str | None = None, *, batch_size: int = 1024,
+                **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+  """Loads a whole split into memory (for evaluation).
+
+  Args:
+    name: A name accepted by :func:`load_source`, or an already loaded :class:`Source`.
+    split: Split name (required with a name, ignored with a source).
+    batch_size: Examples read per ``__getitems__`` call.
+    **kwargs: Passed to :func:`load_source` (``data_dir``, ``image_size``, ``on_corrupt``, ...).
+
+  Returns:
+    ``(images, labels)``: uint8 ``[N, H, W, C]`` and int32 ``[N]``, in source order.
+
+  >>> images, labels = load_arrays("digits", "test")
+  >>> images.shape, images.dtype, labels.shape, labels.dtype
+  ((540, 8, 8, 1), dtype('uint8'), (540,), dtype('int32'))
+  """
+  if isinstance(name, Source):
+    source = name
+  else:
+    if split is None:
+      raise ValueError("load_arrays: split is required when loading by name")
+    source = load_source(name, split, **kwargs)
+  if isinstance(source, ArraySource):
+    return source.arrays()
+  n = len(source)
+  images = np.empty((n, *source.image_shape), np.uint8)
+  labels = np.empty((n,), np.int32)
+  for start in range(0, n, batch_size):
+    chunk = source.__getitems__(range(start, min(n, start + batch_size)))
+    for k, ex in enumerate(chunk):
+      images[start + k] = ex["image"]
+      labels[start + k] = ex["label"]
+  return images, labels
