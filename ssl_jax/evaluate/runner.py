@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from ssl_jax import augment, methods
-from ssl_jax.data.sources import load_arrays
+from ssl_jax.data import load_arrays
 from ssl_jax.evaluate.fewshot import evaluate_features
 from ssl_jax.evaluate.table import format_table
 

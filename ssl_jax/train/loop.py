@@ -19,8 +19,7 @@ import jax.numpy as jnp
 
 from ssl_jax import config as config_lib
 from ssl_jax import methods
-from ssl_jax.data.iterator import make_iterator
-from ssl_jax.data.sources import load_source
+from ssl_jax.data import load_source, make_iterator
 from ssl_jax.train import optim
 from ssl_jax.train.checkpoint import Checkpointer
 from ssl_jax.train.logging import MetricsLogger

@@ -27,6 +27,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ssl_jax.data.sharding import to_global
 from ssl_jax.train import state as state_lib
 from ssl_jax.train.step import make_step
 
@@ -156,8 +157,7 @@ class Engine:
     if self.mode == "pmap":
       n = jax.local_device_count() if self.num_devices == jax.device_count() else self.num_devices
       return jax.tree.map(lambda x: np.reshape(x, (n, -1) + x.shape[1:]), local_batch)
-    return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(self._batch_sharding, x), local_batch)
+    return to_global(local_batch, self._batch_sharding)
 
   # -- step ----------------------------------------------------------------------------------
 

@@ -1,0 +1,36 @@
+"""The README's promises: its two commands, CI running the second, and the loss example."""
+
+import os
+import re
+
+import numpy as np
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def _readme():
+  return open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+
+
+def test_readme_starts_with_two_commands_and_ci_runs_the_second():
+  first_block = re.search(r"```bash\n(.*?)```", _readme(), re.S).group(1).strip().splitlines()
+  assert len(first_block) == 2
+  setup_and_run, setup_and_test = first_block
+  assert "ssl-jax pretrain" in setup_and_run and "pytest" in setup_and_test
+  ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read().splitlines()
+  assert setup_and_test in ci
+
+
+def test_loss_example_runs_and_matches_one_device():
+  code = re.search(r"## Compose a loss.*?```python\n(.*?)```", _readme(), re.S).group(1)
+  assert len(code.strip().splitlines()) <= 12
+  scope = {}
+  exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own documentation
+  import jax
+  from ssl_jax.losses import ntxent
+  w, x_a, x_b = np.eye(8, 4), scope["x_a"], scope["x_b"]
+  expected = ntxent(x_a @ w, x_b @ w, temperature=0.2)
+  np.testing.assert_allclose(scope["loss"], expected, rtol=1e-5)
+  grad = jax.grad(lambda w: ntxent(x_a @ w, x_b @ w, temperature=0.2))(w)
+  np.testing.assert_allclose(scope["grad"], grad, rtol=1e-4, atol=1e-7)
+  assert jax.device_count() == 8
