@@ -229,6 +229,7 @@ class TfdsSource(Source):
                        f"image_size= to resize and center-crop them to a fixed size")
     else:
       self.image_shape = tuple(int(d) for d in shape)
+    self._batched_reads = not _has_unbound_getitems(self._ds)
 
   def __len__(self) -> int:
     return len(self._ds)
@@ -241,7 +242,26 @@ class TfdsSource(Source):
     return self._convert(self._ds[index])
 
   def _read_many(self, indices: Sequence[int]) -> list[tuple[np.ndarray, int]]:
+    if not self._batched_reads:  # Only under tfds.testing.mock_data: see _has_unbound_getitems.
+      return [self._read(i) for i in indices]
     return [self._convert(r) for r in self._ds.__getitems__(list(indices))]
+
+
+def _has_unbound_getitems(ds: Any) -> bool:
+  """Whether the record reader under a TFDS data source has a ``__getitems__`` that gets no self.
+
+  Works around a TFDS bug (seen in 4.9.10): ``tfds.testing.mock_data`` replaces the ArrayRecord
+  reader by a ``MagicMock`` and assigns ``functools.partial(_getitems, generator=...)`` to its
+  ``__getitems__``. ``unittest.mock`` binds only the special methods it knows (``__getitem__``
+  but not ``__getitems__``), so the partial is stored as a plain instance attribute and called
+  without ``self``: every batched read of a mocked dataset raises ``TypeError: _getitems() missing
+  1 required positional argument: 'record_keys'``. A real reader defines ``__getitems__`` on its
+  class, never on the instance, so this returns ``False`` for real data and batched reads (one
+  ArrayRecord call per batch) stay in use; for the mock, :class:`TfdsSource` reads one example at
+  a time instead. Checked once, when the source is built.
+  """
+  reader = getattr(ds, "data_source", None)
+  return "__getitems__" in getattr(reader, "__dict__", {})
 
 
 class FolderSource(Source):

@@ -76,18 +76,22 @@ def evaluate_workdir(workdir: str, *, dataset: str | None = None, step: int | No
   method = methods.make(config.method, config)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
-    trained = ckpt.restore_tree(step=step)
     used_step = step if step is not None else ckpt.latest_step()
+    if used_step is None:  # Before reading any data.
+      raise FileNotFoundError(f"No committed checkpoint in {ckpt.directory}.")
+    kwargs = dict(data_dir=config.data_dir or None, image_size=config.data.image_size or None)
+    train_x, train_y = load_arrays(dataset, config.train_split, **kwargs)
+    test_x, test_y = load_arrays(dataset, config.test_split, **kwargs)
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+
+    example = {"image": jax.ShapeDtypeStruct((1, *train_x.shape[1:]), jnp.uint8)}
+    init_params, init_stats, _ = method.init(init_key(jax.random.key(config.seed)), example)
+    # Restored into the network's own structure: the stored one has string keys only ("0" for
+    # the layer-list key 0).
+    trained = ckpt.restore_tree(step=used_step,
+                                target={"params": init_params, "batch_stats": init_stats})
   finally:
     ckpt.close()
-
-  kwargs = dict(data_dir=config.data_dir or None, image_size=config.data.image_size or None)
-  train_x, train_y = load_arrays(dataset, config.train_split, **kwargs)
-  test_x, test_y = load_arrays(dataset, config.test_split, **kwargs)
-  num_classes = int(max(train_y.max(), test_y.max())) + 1
-
-  example = {"image": jax.ShapeDtypeStruct((1, *train_x.shape[1:]), jnp.uint8)}
-  init_params, init_stats, _ = method.init(init_key(jax.random.key(config.seed)), example)
   sources = {}
   for name, (params, stats) in (("ssl", (trained["params"], trained["batch_stats"])),
                                 ("random_init", (init_params, init_stats))):

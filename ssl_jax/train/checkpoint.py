@@ -127,8 +127,19 @@ class Checkpointer:
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     return tree_to_state(restored[STATE], like), (restored[DATA] if has_data else None)
 
-  def restore_tree(self, *, step: int | None = None, keys=("params", "batch_stats")) -> dict:
-    """Restores only some top-level entries (e.g. for evaluation), as host NumPy arrays."""
+  def restore_tree(self, *, step: int | None = None, keys=("params", "batch_stats"),
+                   target: dict | None = None) -> dict:
+    """Restores only some top-level entries (e.g. for evaluation), as host NumPy arrays.
+
+    Args:
+      step: the step (default: latest).
+      keys: top-level entries of the state to read.
+      target: optional ``{key: tree}`` of arrays or ``ShapeDtypeStruct`` (e.g. a freshly built
+        network's ``params`` and ``batch_stats``) giving the structure to restore into; checked
+        against the checkpoint like :meth:`restore`. Without it the structure is the stored one,
+        where every dict key is a string: the integer keys of list-like modules (``{0: ...}``)
+        come back as ``"0"``, which a network rebuilt from the config does not accept.
+    """
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"No committed checkpoint in {self.directory}.")
@@ -137,6 +148,10 @@ class Checkpointer:
     missing = [k for k in keys if k not in tree]
     if missing:
       raise ValueError(f"checkpoint at step {step} has no {missing}; it holds {sorted(tree)}.")
+    if target is not None:
+      target = {k: target[k] for k in keys}
+      check_compatible(target, {k: tree[k] for k in keys}, what=f"checkpoint at step {step}")
+      tree = target
     abstract = {k: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree[k])
                 for k in keys}
     restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(restore_type=np.ndarray), abstract)

@@ -154,15 +154,18 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
       batch = engine.put_batch(next(iterator))
       state, metrics = engine.step(state, batch)
       if pending is not None:
-        last, t_prev = _report(logger, config, *pending, t_prev, first=pending[0] == start + 1)
+        last, t_prev = _report(logger, config, *pending, t_prev, first=pending[0] == start + 1,
+                               final=pending[0] == total_steps)
       pending = (step + 1, metrics)
       if ckpt.should_save(step + 1):
         # Log the step first, so metrics.jsonl never lags behind what a resume starts from.
-        last, t_prev = _report(logger, config, *pending, t_prev, first=pending[0] == start + 1)
+        last, t_prev = _report(logger, config, *pending, t_prev, first=pending[0] == start + 1,
+                               final=pending[0] == total_steps)
         pending = None
         ckpt.save(step + 1, engine.global_state(state), iterator.get_state())
     if pending is not None:
-      last, t_prev = _report(logger, config, *pending, t_prev, first=pending[0] == start + 1)
+      last, t_prev = _report(logger, config, *pending, t_prev, first=pending[0] == start + 1,
+                               final=pending[0] == total_steps)
     if ckpt.should_save(total_steps, final=True):
       ckpt.save(total_steps, engine.global_state(state), iterator.get_state())
     ckpt.wait()
@@ -173,7 +176,7 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
   return last
 
 
-def _report(logger, config, step, metrics, t_prev, *, first):
+def _report(logger, config, step, metrics, t_prev, *, first, final):
   metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
   now = time.perf_counter()
   elapsed = now - t_prev
@@ -187,7 +190,7 @@ def _report(logger, config, step, metrics, t_prev, *, first):
     warning = f"skipped non-finite step ({int(metrics['skips'])} in a row)"
     logger.message(f"step {step}: loss or gradient not finite; step skipped, state unchanged "
                    f"({int(metrics['skips'])} consecutive, {int(metrics['total_skips'])} total).")
-  if step % config.log.every_steps == 0 or first or metrics["skipped"]:
+  if step % config.log.every_steps == 0 or first or final or metrics["skipped"]:
     logger.write(step, metrics)
   logger.progress(step, metrics, warning)
   if metrics["skips"] >= config.max_consecutive_skips:

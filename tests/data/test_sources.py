@@ -178,13 +178,30 @@ def test_tfds_mock_data():
     assert src.image_shape == (28, 28, 1)
     assert src.num_classes == 10
     assert src.class_names == tuple(str(d) for d in range(10))
-    # One at a time: the mock's batched read (__getitems__) is broken in TFDS 4.9.10 (it is set
-    # as a plain attribute on a MagicMock, so it gets no `self`).
     examples = [src[i] for i in range(len(src))]
+    # Batched reads too: the mock's own __getitems__ gets no `self` in TFDS 4.9.10, so TfdsSource
+    # reads one example at a time under the mock (see sources._has_unbound_getitems).
+    batched = src.__getitems__(range(len(src)))
+    images, labels = load_arrays(src, batch_size=4)
+  for ex, again, image, label in zip(examples, batched, images, labels, strict=True):
+    np.testing.assert_array_equal(again["image"], ex["image"])
+    np.testing.assert_array_equal(image, ex["image"])
+    assert again["label"] == label == ex["label"]
   for ex in examples:
     assert ex["image"].shape == (28, 28, 1) and ex["image"].dtype == np.uint8
     assert ex["label"].dtype == np.int32 and 0 <= int(ex["label"]) < 10
   assert len({ex["image"].tobytes() for ex in examples}) > 1  # random, not constant, data
+
+
+def test_tfds_reads_batches_in_one_call(tfds_data_dir, monkeypatch):
+  """Real ArrayRecord data is read with one batched call per chunk, never example by example."""
+  src = load_source("tfds:ssl_jax_tiny_images", "train", data_dir=tfds_data_dir)
+  batched, calls = src._ds.__getitems__, []
+  monkeypatch.setattr(src._ds, "__getitems__", lambda keys: calls.append(list(keys)) or
+                      batched(keys))
+  monkeypatch.setattr(src, "_read", lambda index: pytest.fail("read one example at a time"))
+  assert len(load_arrays(src, batch_size=len(src))[0]) == len(src)
+  assert calls == [list(range(len(src)))]
 
 
 def test_tfds_variable_size_images_need_image_size():

@@ -91,3 +91,28 @@ def test_check_compatible_reports_missing_and_extra():
   assert "b: expected (3,), missing" in msg
   assert "c: unexpected" in msg
   assert "w: expected (2, 3), found (2, 4)" in msg
+
+
+def test_restore_tree_into_a_target_keeps_integer_keys(tmp_path):
+  """Orbax stores dict keys as strings; with a target, layer-list keys come back as ints (in the
+  target's order: 0, 1, ..., 10, not "0", "1", "10", "2"), and a mismatched target is refused."""
+  from ssl_jax.train.state import TrainState  # pylint: disable=import-outside-toplevel
+
+  params = {"layers": {i: {"w": np.full((2,), i, np.float32)} for i in range(11)}}
+  stats = {"norms": {0: {"mean": np.ones((3,), np.float32)}}}
+  state = TrainState(step=np.int32(1), params=params, batch_stats=stats, opt_state={},
+                     method_state={}, rng=jax.random.key(0), skips=np.int32(0),
+                     total_skips=np.int32(0))
+  ckpt = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+  try:
+    ckpt.save(1, state)
+    assert set(ckpt.restore_tree()["params"]["layers"]) == {str(i) for i in range(11)}
+    restored = ckpt.restore_tree(target={"params": params, "batch_stats": stats})
+    assert jax.tree.structure(restored) == jax.tree.structure(
+        {"params": params, "batch_stats": stats})
+    jax.tree.map(np.testing.assert_array_equal, restored["params"], params)
+    with pytest.raises(ValueError, match="layers/0/w: expected"):
+      ckpt.restore_tree(target={"params": {"layers": {0: {"w": np.zeros(3, np.float32)}}},
+                                "batch_stats": stats})
+  finally:
+    ckpt.close()
