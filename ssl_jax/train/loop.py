@@ -147,25 +147,27 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
                  f"{config.batch_size} examples on {engine.num_devices} {jax.default_backend()} "
                  f"device(s), parallel={config.parallel}; workdir {workdir}")
   last: dict = {}
-  pending = None  # metrics of the previous step, fetched while the current one runs
+  pending = None  # (step, metrics) of the previous step, fetched while the current one runs
   t_prev = time.perf_counter()
+
+  def flush():
+    nonlocal pending, last, t_prev
+    if pending is not None:
+      done, metrics = pending
+      pending = None
+      last, t_prev = _report(logger, config, done, metrics, t_prev, first=done == start + 1,
+                             final=done == total_steps)
+
   try:
     for step in range(start, total_steps):
       batch = engine.put_batch(next(iterator))
       state, metrics = engine.step(state, batch)
-      if pending is not None:
-        last, t_prev = _report(logger, config, *pending, t_prev, first=pending[0] == start + 1,
-                               final=pending[0] == total_steps)
+      flush()
       pending = (step + 1, metrics)
       if ckpt.should_save(step + 1):
-        # Log the step first, so metrics.jsonl never lags behind what a resume starts from.
-        last, t_prev = _report(logger, config, *pending, t_prev, first=pending[0] == start + 1,
-                               final=pending[0] == total_steps)
-        pending = None
+        flush()  # log the step first: metrics.jsonl never lags behind what a resume starts from
         ckpt.save(step + 1, engine.global_state(state), iterator.get_state())
-    if pending is not None:
-      last, t_prev = _report(logger, config, *pending, t_prev, first=pending[0] == start + 1,
-                               final=pending[0] == total_steps)
+    flush()
     if ckpt.should_save(total_steps, final=True):
       ckpt.save(total_steps, engine.global_state(state), iterator.get_state())
     ckpt.wait()
