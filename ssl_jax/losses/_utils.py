@@ -50,3 +50,46 @@ def gather(x: jax.Array, axis_name: AxisName) -> tuple[jax.Array, jax.Array]:
 def global_sum(x: jax.Array, axis_name: AxisName) -> jax.Array:
   """Sum over the data axis (identity without one)."""
   return x if axis_name is None else jax.lax.psum(x, axis_name)
+
+
+def check_matrices(name: str, **arrays: jax.Array) -> None:
+  """Raises ValueError, naming the argument and its shape, unless each array is 2-D."""
+  for arg, x in arrays.items():
+    if jnp.ndim(x) != 2:
+      raise ValueError(f"{name}: {arg} must be 2-D [batch, dim], got shape {jnp.shape(x)}.")
+
+
+def check_same_shape(name: str, **arrays: jax.Array) -> None:
+  """Raises ValueError, naming the arguments and their shapes, unless all shapes are equal."""
+  shapes = {arg: tuple(jnp.shape(x)) for arg, x in arrays.items()}
+  if len(set(shapes.values())) != 1:
+    listed = ", ".join(f"{arg} {shape}" for arg, shape in shapes.items())
+    raise ValueError(f"{name}: {' and '.join(shapes)} must have the same shape, got {listed}.")
+
+
+def check_same_dim(name: str, **arrays: jax.Array) -> None:
+  """Raises ValueError unless all arrays have the same last (feature) dimension."""
+  dims = {arg: jnp.shape(x)[-1] for arg, x in arrays.items()}
+  if len(set(dims.values())) != 1:
+    listed = ", ".join(f"{arg} {tuple(jnp.shape(x))}" for arg, x in arrays.items())
+    raise ValueError(f"{name}: {' and '.join(dims)} must have the same feature dimension, "
+                     f"got {listed}.")
+
+
+def global_count(n: int, axis_name: AxisName) -> int:
+  """The number of rows over the data axis when each device holds ``n`` (static)."""
+  return n if axis_name is None else jax.lax.psum(n, axis_name)
+
+
+def global_mean(x: jax.Array, axis_name: AxisName) -> jax.Array:
+  """Mean over the leading (batch) axis of the global batch: a reduced sum over a reduced count.
+
+  Equal to ``mean(x, axis=0)`` of the concatenated shards; with ``axis_name`` the result is
+  identical on every device and its gradient reaches each device's own rows exactly.
+  """
+  return global_sum(jnp.sum(x, axis=0), axis_name) / global_count(x.shape[0], axis_name)
+
+
+def off_diagonal_mask(d: int) -> jax.Array:
+  """``[d, d]`` float32 mask, 1 off the diagonal and 0 on it."""
+  return 1.0 - jnp.eye(d, dtype=jnp.float32)
