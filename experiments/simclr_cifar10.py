@@ -13,7 +13,7 @@ Data: ``tfds:cifar10`` read from ArrayRecord (prepare it once with ``tfds build 
 --file_format=array_record`` where the machine has internet).
 """
 
-from ssl_jax.config import default_config
+from ssl_jax.config import base_config
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -24,11 +24,10 @@ VIEW = ("random_resized_crop(size=32, scale=(0.08, 1.0))|flip_lr(p=0.5)"
 
 
 def get_config(arg: str | None = None):
-  c = default_config()
+  c = base_config()
   c.method = "simclr"
-  c.method_kwargs.temperature = 0.5
-  c.method_kwargs.proj_hidden_dim = 2048
-  c.method_kwargs.proj_dim = 128
+  c.method_kwargs.update(dict(temperature=0.5, proj_hidden_dim=2048, proj_dim=128,
+                             proj_layers=2))
   c.dataset = "tfds:cifar10"
   c.train_split, c.test_split = "train", "test"
   c.encoder = "resnet18"

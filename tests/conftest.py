@@ -17,3 +17,31 @@ import jax  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+import pytest  # noqa: E402
+
+# A tiny SimCLR-on-digits run shared by the engine, method and benchmark tests (small nets compile
+# fast; proj_layers=0 as the default digits recipe).
+TINY = {
+    "encoder_kwargs": "{'widths': (8, 16), 'strides': (1, 2), 'fc_features': 16}",
+    "batch_size": "64",
+    "total_steps": "10",
+    "log.every_steps": "1",
+    "log.tensorboard": "False",
+    "checkpoint.every_steps": "5",
+    "quiet": "True",
+}
+
+
+def tiny_config(**overrides):
+  from ssl_jax import config as config_lib
+  items = dict(TINY)
+  items.update({k: str(v) for k, v in overrides.items()})
+  return config_lib.load_config(None, list(items.items()))
+
+
+@pytest.fixture
+def make_config():
+  """``make_config(**overrides) -> ConfigDict``: the tiny digits config with overrides."""
+  return tiny_config

@@ -4,8 +4,6 @@ benchmarks/, not asserted in tests)."""
 import importlib.util
 import os
 
-from ssl_jax import config as config_lib
-
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
@@ -16,11 +14,8 @@ def _load(name):
   return module
 
 
-def test_step_benchmark_reports_compile_time_apart_and_one_trace():
-  config = config_lib.load_config(None, [
-      ("encoder_kwargs", "{'widths': (8, 16), 'strides': (1, 2)}"),
-      ("method_kwargs.proj_hidden_dim", "32"), ("method_kwargs.proj_dim", "16"),
-      ("batch_size", "64")])
+def test_step_benchmark_reports_compile_time_apart_and_one_trace(make_config):
+  config = make_config()
   record = _load("step").measure(config, steps=2, repeats=2)
   assert record["num_devices"] == 8 and record["traces"] == 1
   assert record["compile_s"] > 0 and record["step_ms_min"] <= record["step_ms"] <= record[

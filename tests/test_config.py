@@ -85,4 +85,4 @@ def test_state_affecting_diff_ignores_run_control_keys():
                                                        ("checkpoint.every_steps", "3")]))
   assert config_lib.state_affecting_diff(a, b) == []
   c = config_lib.to_dict(config_lib.load_config(None, [("optimizer.lr", "0.7")]))
-  assert config_lib.state_affecting_diff(a, c) == ["optimizer.lr: 0.3 -> 0.7"]
+  assert config_lib.state_affecting_diff(a, c) == ["optimizer.lr: 0.002 -> 0.7"]

@@ -4,7 +4,10 @@ Encoder + MLP projector; two augmented views of each example; NT-Xent over the g
 (:func:`ssl_jax.losses.ntxent`). As in the official TF code, both views go through the networks
 as one concatenated batch, so BatchNorm statistics cover the 2N views (synced over the data axis
 when ``config.sync_bn``). Projector: SimCLR v1's Linear-BN-ReLU-Linear by default (``proj_layers``
-and ``proj_output_norm="bn"`` give SimCLR v2's deeper head with BN on the output).
+and ``proj_output_norm="bn"`` give SimCLR v2's deeper head with BN on the output);
+``proj_layers=0`` applies the loss to the encoder's features directly (the digits recipe: with an
+8x8 input and a 128-wide fully connected encoder output, a projector made the pre-projector
+features worse for few-label probing on the validation split).
 """
 
 from __future__ import annotations
@@ -40,13 +43,16 @@ def two_views(batch) -> tuple[jax.Array, jax.Array]:
 
 
 def build_networks(config, *, projector_dims: tuple[int, int, int, str]) -> Networks:
-  """Encoder + projector ``(hidden, out, layers, output_norm)`` as one NNX module tree."""
+  """Encoder + projector ``(hidden, out, layers, output_norm)`` as one NNX module tree
+  (no projector when ``layers == 0``)."""
   hidden, out, layers, output_norm = projector_dims
   dtype = jnp.dtype(config.compute_dtype)
 
   def build(rngs, bn_axis_name):
     encoder = models.build_encoder(config.encoder, rngs=rngs, bn_axis_name=bn_axis_name,
                                    dtype=dtype, **config.encoder_kwargs.to_dict())
+    if layers == 0:
+      return Bundle(encoder=encoder)
     projector = MLPHead(encoder.out_features, hidden, out, num_layers=layers, hidden_norm="bn",
                         output_norm=None if output_norm == "none" else output_norm,
                         bn_axis_name=bn_axis_name, dtype=dtype, rngs=rngs)
@@ -70,7 +76,9 @@ def make(config) -> Method:
     del rng
     model = nets.bind(params, batch_stats, axis_name=bn_axis(axis_name))
     x_a, x_b = two_views(batch)
-    z = model.projector(model.encoder(jnp.concatenate([x_a, x_b]), train=True), train=True)
+    z = model.encoder(jnp.concatenate([x_a, x_b]), train=True)
+    if kw.proj_layers:
+      z = model.projector(z, train=True)
     z_a, z_b = jnp.split(z, 2)
     loss = losses.ntxent(z_a, z_b, temperature=kw.temperature, axis_name=axis_name)
     return loss, ({"loss": loss}, nets.batch_stats(model), method_state)

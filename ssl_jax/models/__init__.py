@@ -54,6 +54,9 @@ _ENCODERS: dict[str, tuple[Callable[..., nnx.Module], dict[str, Any], dict[str, 
     "vit_micro": (VisionTransformer, dict(dim=32, depth=2, num_heads=2),
                   dict(patch_size=4, image_size=16)),
     "cnn_small": (SmallCNN, {}, {}),
+    # The main job's digits encoder (see ssl_jax/models/cnn.py for how it was chosen).
+    "cnn_digits": (SmallCNN, {}, dict(widths=(32, 64, 128), strides=(1, 1, 1), pool_after=(1,),
+                                      head="flatten", fc_features=128, image_size=8)),
 }
 
 _COMMON = ("rngs", "bn_axis_name", "dtype")

@@ -5,13 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssl_jax import config as config_lib
 from ssl_jax import methods
 from ssl_jax.train.loop import build, example_batch, load_train_source
 
-TINY = [("encoder_kwargs", "{'widths': (8, 16), 'strides': (1, 2)}"),
-        ("method_kwargs.proj_hidden_dim", "32"), ("method_kwargs.proj_dim", "16"),
-        ("batch_size", "64"), ("total_steps", "2")]
 
 
 def test_registry_and_defaults():
@@ -20,8 +16,9 @@ def test_registry_and_defaults():
     methods.get_module("simclrr")
 
 
-def test_contract_shapes_and_views():
-  config = config_lib.load_config(None, TINY)
+def test_contract_shapes_and_views(make_config):
+  config = make_config(**{"method_kwargs.proj_layers": 2, "method_kwargs.proj_hidden_dim": 32,
+                          "method_kwargs.proj_dim": 8})
   method = methods.make("simclr", config)
   params, stats, mstate = method.init(jax.random.key(0), None)
   assert set(params) == {"encoder", "projector"} and mstate == {}
@@ -31,14 +28,14 @@ def test_contract_shapes_and_views():
                                                  axis_name=None)
   assert np.isfinite(loss) and float(metrics["loss"]) == float(loss)
   assert jax.tree.structure(new_stats) == jax.tree.structure(stats)
-  assert method.features(params, stats, images).shape == (4, 16)
+  assert method.features(params, stats, images).shape == (4, 16)  # before the 8-wide projector
   with pytest.raises(ValueError, match="exactly 2 views"):
     method.loss_fn(params, stats, mstate, {"views": {"a": images}}, jax.random.key(1),
                    axis_name=None)
 
 
-def test_two_steps_on_eight_devices():
-  config = config_lib.load_config(None, TINY)
+def test_two_steps_on_eight_devices(make_config):
+  config = make_config(total_steps=2)
   source = load_train_source(config)
   _, engine, _ = build(config, len(source), source.image_shape)
   assert engine.num_devices == 8 and engine.mode == "shard_map"

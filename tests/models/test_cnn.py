@@ -47,3 +47,25 @@ def test_single_stage_against_numpy():
   xla = lax.conv_general_dilated(x, net.convs[0].kernel[...], (1, 1), "SAME",
                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
   np.testing.assert_allclose(xla, conv, rtol=1e-4, atol=1e-5)
+
+
+def test_digits_encoder_pool_flatten_and_fully_connected_layer():
+  """cnn_digits: 3 stride-1 stages, max-pool after the second, flatten, Linear-BN-ReLU."""
+  from ssl_jax.models import build_encoder
+  net = build_encoder("cnn_digits", rngs=nnx.Rngs(0), num_classes=10)
+  assert net.out_features == 128 and net.fc_hidden.kernel.shape == (4 * 4 * 128, 128)
+  assert net.fc.kernel.shape == (128, 10)
+  x = jax.random.normal(jax.random.key(1), (3, 8, 8, 1))
+  # Reference: the same layers applied by hand with lax and NumPy max-pooling.
+  h = x
+  for i, (conv, norm) in enumerate(zip(net.convs, net.norms)):
+    h = lax.conv_general_dilated(h, conv.kernel[...], (1, 1), "SAME",
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    h = np.maximum((h - h.mean((0, 1, 2))) / np.sqrt(h.var((0, 1, 2)) + 1e-5), 0)
+    if i == 1:
+      h = np.asarray(h).reshape(3, 4, 2, 4, 2, 64).max(axis=(2, 4))
+  h = np.asarray(h).reshape(3, -1) @ np.asarray(net.fc_hidden.kernel[...])
+  expected = np.maximum((h - h.mean(0)) / np.sqrt(h.var(0) + 1e-5), 0)
+  np.testing.assert_allclose(net.features(x, train=True), expected, rtol=1e-3, atol=1e-4)
+  with pytest.raises(ValueError, match="pool_after"):
+    SmallCNN(widths=(4,), strides=(1,), pool_after=(3,), rngs=nnx.Rngs(0))

@@ -13,11 +13,12 @@ from ssl_jax.models import build_encoder, encoder_kwargs, encoder_names
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.nnx_utils import Bundle, Networks
 
-ALL = ["cnn_small", "resnet18", "resnet34", "resnet50", "resnet_tiny", "vit_base", "vit_micro",
+ALL = ["cnn_digits", "cnn_small", "resnet18", "resnet34", "resnet50", "resnet_tiny", "vit_base", "vit_micro",
        "vit_small", "vit_tiny"]
 # Input shapes and expected (out_features, output width with num_classes=7).
 SHAPES = {
-    "cnn_small": ((2, 8, 8, 1), 128), "resnet18": ((2, 64, 64, 3), 512),
+    "cnn_digits": ((2, 8, 8, 1), 128), "cnn_small": ((2, 8, 8, 1), 128),
+    "resnet18": ((2, 64, 64, 3), 512),
     "resnet34": ((2, 64, 64, 3), 512), "resnet50": ((2, 64, 64, 3), 2048),
     "resnet_tiny": ((2, 16, 16, 3), 128), "vit_base": ((2, 224, 224, 3), 768),
     "vit_micro": ((2, 16, 16, 3), 32), "vit_small": ((2, 224, 224, 3), 384),
@@ -30,7 +31,7 @@ def test_names():
 
 
 def test_errors_list_valid_choices():
-  with pytest.raises(ValueError, match="Valid encoders: cnn_small, resnet18"):
+  with pytest.raises(ValueError, match="Valid encoders: cnn_digits, cnn_small, resnet18"):
     build_encoder("resnet101", rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match=r"Unknown argument\(s\) depht.*Valid: .*stem"):
     build_encoder("resnet18", rngs=nnx.Rngs(0), depht=3)

@@ -21,8 +21,7 @@ def main(process_id: int, num_processes: int, port: int, out: str, cache: str) -
   from ssl_jax.train.loop import build, example_batch, load_train_source
 
   config = config_lib.load_config(None, [
-      ("encoder_kwargs", "{'widths': (8, 16), 'strides': (1, 2)}"),
-      ("method_kwargs.proj_hidden_dim", "32"), ("method_kwargs.proj_dim", "16"),
+      ("encoder_kwargs", "{'widths': (8, 16), 'strides': (1, 2), 'fc_features': 16}"),
       ("batch_size", "32"), ("total_steps", "2")])
   source = load_train_source(config)
   _, engine, _ = build(config, len(source), source.image_shape)

@@ -60,14 +60,15 @@ def _run_until(config, workdir, stop_after):
 
 def test_restore_into_mismatched_model_names_every_leaf(tmp_path, make_config):
   workdir = str(tmp_path / "run")
-  pretrain(make_config(total_steps=1), workdir)
+  head = {"method_kwargs.proj_layers": 2, "method_kwargs.proj_hidden_dim": 32}
+  pretrain(make_config(total_steps=1, **head, **{"method_kwargs.proj_dim": 16}), workdir)
   with pytest.raises(ValueError) as err:
-    pretrain(make_config(total_steps=1, **{"method_kwargs.proj_dim": 24}), workdir)
+    pretrain(make_config(total_steps=1, **head, **{"method_kwargs.proj_dim": 24}), workdir)
   assert "method_kwargs.proj_dim: 16 -> 24" in str(err.value)  # the config guard fires first
 
   # Below the config guard: restoring a state of another shape into this model.
   from ssl_jax.train.loop import build, example_batch, load_train_source
-  config = make_config(total_steps=1, **{"method_kwargs.proj_dim": 24})
+  config = make_config(total_steps=1, **head, **{"method_kwargs.proj_dim": 24})
   source = load_train_source(config)
   _, engine, _ = build(config, len(source), source.image_shape)
   like = engine.init_state(jax.random.key(0), example_batch(64, source.image_shape))

@@ -12,7 +12,7 @@ from ssl_jax.train import optim
 
 
 def opt_config(**kw):
-  c = config_lib.default_config().optimizer
+  c = config_lib.base_config().optimizer
   c.update(kw)
   return c
 
