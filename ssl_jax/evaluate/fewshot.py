@@ -207,7 +207,9 @@ def evaluate_features(
     linear_steps: maximum L-BFGS iterations (or Adam steps).
     solver: ``"lbfgs"`` or ``"adam"``.
     return_info: also return ``{"linear": {source: {"<budget>_l2": ...}}}`` (the penalties used;
-      lists of per-draw values under cross-validation) and the draws ``{"draws": {budget: list}}``.
+      lists of per-draw values under cross-validation), the draws ``{"draws": {budget: list}}``
+      and each draw's accuracy ``{"per_draw": {protocol: {source: {budget: list}}}}`` (for
+      paired comparisons of sources).
 
   Returns:
     ``{protocol: {source: {"1": mean, "1_std": std, ..., "all": acc}}}`` of Python floats (and the
@@ -238,7 +240,8 @@ def evaluate_features(
   knn_vmapped = jax.vmap(knn_draws, in_axes=(0, 0, None))
 
   results: dict = {p: {} for p in protocols}
-  info: dict = {"linear": {}, "draws": {_budget_key(b): d.tolist() for b, d in draws.items()}}
+  info: dict = {"linear": {}, "draws": {_budget_key(b): d.tolist() for b, d in draws.items()},
+                "per_draw": {p: {} for p in protocols}}
   train_labels_dev = jnp.asarray(train_labels)
   for name, (train_feats, test_feats) in sources.items():
     x_train = jnp.asarray(train_feats, jnp.float32)
@@ -273,10 +276,14 @@ def evaluate_features(
         else:
           l2s = jnp.full((num_draws,), l2, jnp.float32)
           info["linear"][name][f"{key}_l2"] = float(l2)
-        mean, std = _mean_std(np.asarray(linear_vmapped(xs, ys, x_test, l2s)))
+        accs = np.asarray(linear_vmapped(xs, ys, x_test, l2s))
+        info["per_draw"]["linear"].setdefault(name, {})[key] = accs.tolist()
+        mean, std = _mean_std(accs)
         results["linear"][name][key], results["linear"][name][f"{key}_std"] = mean, std
       if "knn" in protocols:
-        mean, std = _mean_std(np.asarray(knn_vmapped(xs, ys, x_test)))
+        accs = np.asarray(knn_vmapped(xs, ys, x_test))
+        info["per_draw"]["knn"].setdefault(name, {})[key] = accs.tolist()
+        mean, std = _mean_std(accs)
         results["knn"][name][key], results["knn"][name][f"{key}_std"] = mean, std
   if return_info:
     return results, info

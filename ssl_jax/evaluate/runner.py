@@ -64,8 +64,10 @@ def extract_features(features_fn, images: np.ndarray, *, batch_size: int,
 
 
 def evaluate_workdir(workdir: str, *, dataset: str | None = None, step: int | None = None,
-                     protocols=None, print_table: bool = True) -> dict:
-  """Evaluates the latest (or ``step``) checkpoint of ``workdir``; writes and returns the results."""
+                     protocols=None, print_table: bool = True, return_info: bool = False):
+  """Evaluates the latest (or ``step``) checkpoint of ``workdir``; writes and returns the results
+  (and, with ``return_info``, the per-draw details of
+  :func:`ssl_jax.evaluate.fewshot.evaluate_features`)."""
   from ssl_jax.train.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
   from ssl_jax.train.loop import write_json_atomic  # pylint: disable=g-import-not-at-top
   from ssl_jax.train.state import init_key  # pylint: disable=g-import-not-at-top
@@ -104,7 +106,8 @@ def evaluate_workdir(workdir: str, *, dataset: str | None = None, step: int | No
   results = evaluate_features(
       sources, train_y, test_y, num_classes=num_classes, budgets=tuple(config.eval.budgets),
       protocols=tuple(protocols or config.eval.protocols), num_draws=config.eval.num_draws,
-      knn_k=config.eval.knn_k, knn_temperature=config.eval.knn_temperature)
+      knn_k=config.eval.knn_k, knn_temperature=config.eval.knn_temperature, return_info=True)
+  results, info = results
   name = "eval.json" if dataset == config.dataset else f"eval_{_slug(dataset)}.json"
   if jax.process_index() == 0:
     write_json_atomic(os.path.join(workdir, name), results)
@@ -113,7 +116,7 @@ def evaluate_workdir(workdir: str, *, dataset: str | None = None, step: int | No
           f"test {len(test_y)} examples, {num_classes} classes")
     print(format_table(results))
     print(f"Wrote {os.path.join(workdir, name)}")
-  return results
+  return (results, info) if return_info else results
 
 
 def _slug(name: str) -> str:

@@ -52,3 +52,26 @@ def test_two_steps_on_eight_devices(make_config):
   assert int(state.step) == 2
   moved = jax.tree.map(lambda a, b: not np.allclose(a, b), start, jax.device_get(state.params))
   assert all(jax.tree.leaves(moved))
+
+
+@pytest.mark.slow
+def test_learns_on_digits(tmp_path):
+  """A short run of the default recipe: SSL features beat the same network at random init (and
+  raw pixels) on every paired label draw, with 1 and 5 labels per class."""
+  from ssl_jax import config as config_lib
+  from ssl_jax.evaluate.runner import evaluate_workdir
+  from ssl_jax.train.loop import pretrain
+
+  config = config_lib.load_config(None, [
+      ("total_steps", "250"), ("quiet", "True"), ("log.tensorboard", "False"),
+      ("eval.budgets", "(1, 5)"), ("eval.protocols", "('linear',)")])
+  pretrain(config, str(tmp_path))
+  results, info = evaluate_workdir(str(tmp_path), print_table=False, return_info=True)
+  per_draw = info["per_draw"]["linear"]
+  for budget in ("1", "5"):
+    ssl, rand, raw = (np.array(per_draw[s][budget]) for s in ("ssl", "random_init", "raw"))
+    assert len(ssl) == 5
+    assert (ssl - rand).min() > 0.08, (budget, ssl, rand)
+    assert (ssl - raw).min() > 0.04, (budget, ssl, raw)
+  print(results, per_draw)
+  assert results["linear"]["ssl"]["1"] > 0.85
