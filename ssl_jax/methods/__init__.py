@@ -1,7 +1,9 @@
 """Methods: one small module per self-supervised objective.
 
 A method module exposes ``default_config() -> ml_collections.ConfigDict`` (its hyperparameters)
-and ``make(config) -> Method``. The registry below maps names to module paths, resolved with
+and ``make(config, *, total_steps=None) -> Method`` (``config`` is the whole run config, the
+method's hyperparameters under ``config.method_kwargs``; ``total_steps`` is the run's length, for
+schedules such as BYOL's momentum, and may be None where no training happens, e.g. evaluation). The registry below maps names to module paths, resolved with
 :mod:`importlib` on demand: importing :mod:`ssl_jax.methods` imports no method.
 
 The contract (all functions pure; ``params`` and ``batch_stats`` are plain nested dicts):
@@ -58,6 +60,6 @@ def get_module(name: str) -> ModuleType:
   return importlib.import_module(METHODS[name])
 
 
-def make(name: str, config) -> Method:
+def make(name: str, config, *, total_steps: int | None = None) -> Method:
   """Builds the method ``name`` from the full run config."""
-  return get_module(name).make(config)
+  return get_module(name).make(config, total_steps=total_steps)

@@ -17,7 +17,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses, models
+from ssl_jax.evaluate.monitors import embedding_std
 from ssl_jax.methods import Method, no_update
+from ssl_jax.methods.common import two_views
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.nnx_utils import Bundle, Networks
 
@@ -30,16 +32,6 @@ def default_config() -> ml_collections.ConfigDict:
       proj_layers=2,
       proj_output_norm="none",  # "bn" for SimCLR v2
   ))
-
-
-def two_views(batch) -> tuple[jax.Array, jax.Array]:
-  """The two views of a batch, in sorted name order (``config.views`` has exactly two)."""
-  views = batch["views"]
-  if len(views) != 2:
-    raise ValueError(f"This method takes exactly 2 views, got {sorted(views)}: "
-                     "set config.views to two recipes.")
-  a, b = sorted(views)
-  return views[a], views[b]
 
 
 def build_networks(config, *, projector_dims: tuple[int, int, int, str]) -> Networks:
@@ -61,7 +53,8 @@ def build_networks(config, *, projector_dims: tuple[int, int, int, str]) -> Netw
   return Networks(build)
 
 
-def make(config) -> Method:
+def make(config, *, total_steps: int | None = None) -> Method:
+  del total_steps  # no schedule of its own
   kw = config.method_kwargs
   nets = build_networks(config, projector_dims=(kw.proj_hidden_dim, kw.proj_dim, kw.proj_layers,
                                                 kw.proj_output_norm))
@@ -81,7 +74,8 @@ def make(config) -> Method:
       z = model.projector(z, train=True)
     z_a, z_b = jnp.split(z, 2)
     loss = losses.ntxent(z_a, z_b, temperature=kw.temperature, axis_name=axis_name)
-    return loss, ({"loss": loss}, nets.batch_stats(model), method_state)
+    metrics = {"loss": loss, **embedding_std(z_a, axis_name=axis_name)}
+    return loss, (metrics, nets.batch_stats(model), method_state)
 
   def features(params, batch_stats, images):
     return nets.bind(params, batch_stats).encoder(images, train=False)

@@ -29,6 +29,7 @@ class MetricsLogger:
   def __init__(self, workdir: str, *, total_steps: int, initial_step: int = 0,
                tensorboard: bool = True, quiet: bool = False):
     self.enabled = jax.process_index() == 0
+    self.collapse_warned = False  # the loop warns once per collapse episode
     self._file = self._tb = self._bar = None
     if not self.enabled:
       return

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from ssl_jax import config as config_lib
 from ssl_jax import methods
 from ssl_jax.data import load_source, make_iterator
+from ssl_jax.evaluate.monitors import COLLAPSE_THRESHOLD
 from ssl_jax.train import optim
 from ssl_jax.train.checkpoint import Checkpointer
 from ssl_jax.train.logging import MetricsLogger
@@ -104,7 +105,7 @@ def load_train_source(config):
 def build(config, num_examples: int, image_shape, *, devices=None):
   """The method, optimizer and engine of a run (shared by pretraining and benchmarks)."""
   steps_per_epoch, total_steps = steps_for(config, num_examples)
-  method = methods.make(config.method, config)
+  method = methods.make(config.method, config, total_steps=total_steps)
   tx, _ = optim.build_optimizer(config.optimizer, batch_size=config.batch_size,
                                 total_steps=total_steps, steps_per_epoch=steps_per_epoch)
   engine = Engine(method, tx, make_view_preprocess(config.views), mode=config.parallel,
@@ -188,6 +189,16 @@ def _report(logger, config, step, metrics, t_prev, *, first, final):
     metrics["step_time_s"] = elapsed
     metrics["examples_per_s"] = config.batch_size / max(elapsed, 1e-9)
   warning = ""
+  ratio = metrics.get("embedding_std_ratio")
+  if ratio is not None and ratio < COLLAPSE_THRESHOLD:
+    warning = f"collapse? embedding std ratio {ratio:.3f}"
+    if not logger.collapse_warned:
+      logger.message(f"step {step}: WARNING: representation collapse suspected: the per-dimension "
+                     f"std of normalized embeddings is {ratio:.3f} of a healthy spread "
+                     f"(threshold {COLLAPSE_THRESHOLD}).")
+    logger.collapse_warned = True
+  elif ratio is not None:
+    logger.collapse_warned = False
   if metrics["skipped"]:
     warning = f"skipped non-finite step ({int(metrics['skips'])} in a row)"
     logger.message(f"step {step}: loss or gradient not finite; step skipped, state unchanged "
