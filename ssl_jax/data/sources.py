@@ -12,7 +12,10 @@ Names (see :func:`load_source`):
   images. The pixel values ``v`` in 0..16 are mapped to uint8 by ``u = floor(v * 255 / 16 + 1/2)``
   (0 -> 0, 8 -> 128, 16 -> 255), so the 17 levels are evenly spread over 0..255. Splits ``train``
   (1257) and ``test`` (540) are ``train_test_split(X, y, test_size=0.3, stratify=y,
-  random_state=0)``, the split every ssl_jax protocol uses.
+  random_state=0)``, the split every ssl_jax protocol uses. For tuning recipes without touching the
+  test split, ``fit`` (1005) and ``val`` (252) split ``train`` again, stratified 80/20 with
+  ``random_state=1``: pretrain on ``fit``, evaluate with ``fit`` as the labeled pool and ``val`` as
+  the evaluation set (``--config.train_split=fit --config.test_split=val``).
 * ``tfds:<name>[:<config>]``: a prepared TFDS dataset read with ``tfds.data_source`` from
   ArrayRecord files (no TensorFlow needed). ``tfds:<name>/<config>:<version>`` (TFDS's own syntax,
   recognised by the ``/``) is passed through unchanged. Split strings are passed through too
@@ -448,14 +451,18 @@ def _digits(split: str, image_size: int | None) -> ArraySource:
   from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
   from sklearn.model_selection import train_test_split  # pylint: disable=import-outside-toplevel
 
-  if split not in ("train", "test"):
-    raise ValueError(f"digits: unknown split {split!r}; valid splits are 'train', 'test'")
+  if split not in ("train", "test", "fit", "val"):
+    raise ValueError(f"digits: unknown split {split!r}; valid splits are 'train', 'test' and, "
+                     "for tuning inside the train split, 'fit', 'val'")
   digits = load_digits()
   values = digits.images.astype(np.int64)  # 0..16, exact integers stored as float64
   images = ((values * 255 + 8) // 16).astype(np.uint8)[..., None]
   x_train, x_test, y_train, y_test = train_test_split(
       images, digits.target, test_size=0.3, stratify=digits.target, random_state=0)
-  x, y = (x_train, y_train) if split == "train" else (x_test, y_test)
+  x_fit, x_val, y_fit, y_val = train_test_split(
+      x_train, y_train, test_size=0.2, stratify=y_train, random_state=1)
+  x, y = {"train": (x_train, y_train), "test": (x_test, y_test), "fit": (x_fit, y_fit),
+          "val": (x_val, y_val)}[split]
   return ArraySource(np.ascontiguousarray(x), y, name="digits", split=split, num_classes=10,
                      class_names=[str(d) for d in range(10)], image_size=image_size)
 

@@ -420,3 +420,13 @@ def test_resize_center_crop():
   out = sources.resize_center_crop(edge, 4)[..., 0]
   assert out.shape == (4, 4)
   assert (out[:, :2] < 128).all() and (out[:, 2:] >= 128).all()
+
+
+def test_digits_fit_and_val_partition_the_train_split():
+  train = load_source("digits", "train")
+  fit, val = load_source("digits", "fit"), load_source("digits", "val")
+  assert (len(fit), len(val)) == (1005, 252)
+  key = lambda src: sorted(map(bytes, src.arrays()[0]))
+  assert sorted(key(fit) + key(val)) == key(train)
+  counts = np.bincount(val.arrays()[1], minlength=10)
+  assert counts.min() >= 24 and counts.max() <= 27  # stratified: ~25 per class
