@@ -15,6 +15,9 @@ import os
 import sys
 
 DEFAULT_WORKDIR = os.path.join("runs", "{method}_{dataset}")
+# Exit codes: 0 done, 2 bad input (config, dataset, workdir, corrupt checkpoint), 3 too many
+# non-finite steps, 143 (128 + SIGTERM) preempted after saving a checkpoint: rerun to resume.
+EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_PREEMPTED = 2, 3, 143
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,13 +93,16 @@ def main(argv=None) -> int:
       evaluate_workdir(args.workdir, dataset=args.dataset, step=args.step, protocols=protocols)
   except (ValueError, FileNotFoundError) as e:
     print(f"ssl-jax: error: {e}", file=sys.stderr)
-    return 2
+    return EXIT_BAD_INPUT
   except RuntimeError as e:
-    from ssl_jax.train.loop import NonFiniteError  # pylint: disable=g-import-not-at-top
+    from ssl_jax.train.loop import NonFiniteError, Preempted  # pylint: disable=g-import-not-at-top
+    if isinstance(e, Preempted):
+      print(f"ssl-jax: {e}", file=sys.stderr)
+      return EXIT_PREEMPTED
     if not isinstance(e, NonFiniteError):
       raise
     print(f"ssl-jax: error: {e}", file=sys.stderr)
-    return 3
+    return EXIT_NONFINITE
   return 0
 
 

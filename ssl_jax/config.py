@@ -71,7 +71,10 @@ def base_config() -> ml_collections.ConfigDict:
       warmup_steps=-1, warmup_epochs=10.0, final_lr_fraction=0.0, clip_norm=0.0,
       exclude_bias_and_norm=True))
 
-  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, max_to_keep=3, async_save=True))
+  # on_corrupt: "error" refuses a checkpoint failing its SHA-256 manifest; "previous" resumes from
+  # the newest older step that verifies.
+  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, max_to_keep=3, async_save=True,
+                                                on_corrupt="error"))
   c.log = ml_collections.ConfigDict(dict(every_steps=10, tensorboard=True))
   c.quiet = False
   c.max_consecutive_skips = 10
@@ -253,6 +256,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice("optimizer.name", config.optimizer.name, optim.OPTIMIZERS)
   _check_choice("optimizer.lr_scaling", config.optimizer.lr_scaling, optim.LR_SCALINGS)
   _check_choice("data.on_corrupt", config.data.on_corrupt, ("error", "skip"))
+  _check_choice("checkpoint.on_corrupt", config.checkpoint.on_corrupt, ("error", "previous"))
   for key in ("batch_size", "epochs"):
     if not isinstance(config[key], int) or config[key] <= 0:
       raise ValueError(f"config.{key} must be a positive integer, got {config[key]!r}.")

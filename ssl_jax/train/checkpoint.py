@@ -4,7 +4,17 @@ Layout: ``DIR/checkpoints/<step>/{state,data}`` managed by ``orbax.checkpoint.Ch
 (atomic: written to a temporary directory, renamed when committed; unfinalized steps are ignored).
 Saves are asynchronous: :meth:`Checkpointer.save` returns once the arrays are copied off the
 devices and the write continues in the background; :meth:`Checkpointer.wait` blocks until it
-commits (and raises if it failed).
+commits (and raises if it failed). An error in the background writer (disk full, I/O error)
+surfaces at the next ``save`` or ``wait``; older steps are only deleted (``max_to_keep``) after a
+newer one has committed.
+
+Integrity: Orbax restores a bit-flipped data file without complaint, so every committed step gets
+a manifest ``<step>/ssl_jax_manifest.json`` with the SHA-256 of each of its files, written once
+the step has committed (at the next ``save`` or ``wait``). Restoring verifies it first: a missing,
+extra or changed file is a :class:`CorruptCheckpointError` naming the step and the file; with
+``on_corrupt="previous"`` the restore falls back to the newest older step that verifies instead
+(never to a silent restart from scratch). A committed step without a manifest (a crash between
+commit and manifest) is restored with a warning that it could not be verified.
 
 The train state is saved as a plain dict (typed PRNG keys as their ``key_data``). Restoring checks
 the stored tree against the target first: any missing, extra or differently shaped leaf is an error
@@ -13,8 +23,10 @@ listing each path with the expected and found shapes, and nothing is restored.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -24,6 +36,62 @@ from ssl_jax.train.state import TrainState
 
 PyTree = Any
 STATE, DATA = "state", "data"
+MANIFEST = "ssl_jax_manifest.json"
+ON_CORRUPT = ("error", "previous")
+
+
+class CorruptCheckpointError(ValueError):
+  """A committed checkpoint's files do not match its SHA-256 manifest."""
+
+
+def _file_digests(step_dir: str) -> dict[str, str]:
+  digests = {}
+  for root, _, files in os.walk(step_dir):
+    for name in files:
+      path = os.path.join(root, name)
+      rel = os.path.relpath(path, step_dir)
+      if rel == MANIFEST or rel.startswith(MANIFEST + ".tmp"):
+        continue
+      h = hashlib.sha256()
+      with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+          h.update(chunk)
+      digests[rel] = h.hexdigest()
+  return dict(sorted(digests.items()))
+
+
+def write_manifest(step_dir: str) -> None:
+  """Writes ``step_dir``'s manifest atomically (temporary file, then rename)."""
+  manifest = {"algorithm": "sha256", "files": _file_digests(step_dir)}
+  tmp = os.path.join(step_dir, f"{MANIFEST}.tmp{os.getpid()}")
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(manifest, f, indent=1, sort_keys=True)
+  os.replace(tmp, os.path.join(step_dir, MANIFEST))
+
+
+def verify_manifest(step_dir: str, step: int) -> bool:
+  """True if verified, False if the step has no manifest; raises on any mismatch."""
+  path = os.path.join(step_dir, MANIFEST)
+  if not os.path.exists(path):
+    return False
+  try:
+    with open(path, encoding="utf-8") as f:
+      expected = json.load(f)["files"]
+  except (OSError, ValueError, KeyError) as e:
+    raise CorruptCheckpointError(f"checkpoint step {step}: unreadable manifest {path} ({e})")
+  found = _file_digests(step_dir)
+  for rel in sorted(set(expected) | set(found)):
+    if rel not in found:
+      raise CorruptCheckpointError(f"checkpoint step {step}: file {rel} is missing "
+                                   f"(listed in {MANIFEST})")
+    if rel not in expected:
+      raise CorruptCheckpointError(f"checkpoint step {step}: unexpected file {rel} "
+                                   f"(not in {MANIFEST})")
+    if found[rel] != expected[rel]:
+      raise CorruptCheckpointError(
+          f"checkpoint step {step}: file {os.path.join(step_dir, rel)} is corrupted (SHA-256 "
+          f"{found[rel][:16]}... != manifest {expected[rel][:16]}...)")
+  return True
 
 
 def path_str(path) -> str:
@@ -75,12 +143,26 @@ def tree_to_state(tree: dict, like: TrainState) -> TrainState:
 
 
 class Checkpointer:
-  """Saves and restores train state + data-iterator state under one directory."""
+  """Saves and restores train state + data-iterator state under one directory.
+
+  Args:
+    directory: the CheckpointManager directory (``DIR/checkpoints``).
+    max_to_keep: committed steps kept (older ones deleted after a newer one commits).
+    every_steps: :meth:`should_save` cadence (0: only the final step).
+    async_save: write in a background thread.
+    on_corrupt: ``"error"`` or ``"previous"`` (see the module docstring).
+    log: where warnings go (default: print).
+  """
 
   def __init__(self, directory: str, *, max_to_keep: int = 3, every_steps: int = 0,
-               async_save: bool = True):
+               async_save: bool = True, on_corrupt: str = "error",
+               log: Callable[[str], None] = print):
+    if on_corrupt not in ON_CORRUPT:
+      raise ValueError(f"on_corrupt={on_corrupt!r}; valid: {', '.join(ON_CORRUPT)}.")
     self.directory = os.path.abspath(directory)
     self.every_steps = every_steps
+    self.on_corrupt = on_corrupt
+    self._log = log
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(
@@ -91,29 +173,67 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def all_steps(self) -> list[int]:
-    return list(self._manager.all_steps())
+    return sorted(self._manager.all_steps())
+
+  def step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
 
   def should_save(self, step: int, *, final: bool = False) -> bool:
     if final:
       return self.latest_step() != step
     return self.every_steps > 0 and step % self.every_steps == 0
 
+  def _write_missing_manifests(self) -> None:
+    if jax.process_index() != 0:
+      return
+    for step in self.all_steps():
+      if not os.path.exists(os.path.join(self.step_dir(step), MANIFEST)):
+        write_manifest(self.step_dir(step))
+
   def save(self, step: int, state: TrainState, data_state: dict | None = None) -> None:
-    """Starts an asynchronous save of ``state`` (global, unreplicated) and the iterator state."""
+    """Starts an asynchronous save of ``state`` (global, unreplicated) and the iterator state.
+
+    Waits for the previous save first (raising its error, if any) and writes its manifest.
+    """
+    self.wait()
     items = {STATE: ocp.args.StandardSave(state_to_tree(state))}
     if data_state is not None:
       items[DATA] = ocp.args.JsonSave(data_state)
     self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
+  def verified_step(self, step: int | None = None) -> int:
+    """The step to restore: ``step``, or the latest; checked against its manifest (falling back
+    to older steps with ``on_corrupt="previous"``)."""
+    candidates = [step] if step is not None else self.all_steps()[::-1]
+    if not candidates or candidates[0] is None:
+      raise FileNotFoundError(f"No committed checkpoint in {self.directory}.")
+    for i, candidate in enumerate(candidates):
+      try:
+        if not verify_manifest(self.step_dir(candidate), candidate):
+          self._log(f"WARNING: checkpoint step {candidate} has no {MANIFEST} (the run stopped "
+                    "between commit and manifest); restoring it unverified.")
+        return candidate
+      except CorruptCheckpointError as e:
+        if self.on_corrupt != "previous" or step is not None:
+          raise CorruptCheckpointError(
+              f"{e}. Refusing to restore it. To resume from the previous good step instead, "
+              "pass --config.checkpoint.on_corrupt=previous.") from None
+        older = candidates[i + 1] if i + 1 < len(candidates) else None
+        self._log(f"WARNING: {e}; falling back to "
+                  f"{'step ' + str(older) if older is not None else 'no older step'}.")
+    raise CorruptCheckpointError(
+        f"Every committed checkpoint in {self.directory} failed verification "
+        f"({candidates}); not restarting from scratch silently: move the directory away to "
+        "start over.")
+
   def restore(self, like: TrainState, *,
               step: int | None = None) -> tuple[TrainState, dict | None]:
-    """Restores ``step`` (default latest) into the structure, shapes and shardings of ``like``.
+    """Restores ``step`` (default latest good) into the structure, shapes and shardings of
+    ``like``.
 
     Returns the state and the saved data-iterator state (None if the step has none).
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"No committed checkpoint in {self.directory}.")
+    step = self.verified_step(step)
     target = state_to_tree(like)
     stored = self._manager.item_metadata(step)[STATE]
     check_compatible(target, getattr(stored, "tree", stored), what=f"checkpoint at step {step}")
@@ -121,7 +241,7 @@ class Checkpointer:
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
         target)
     items = {STATE: ocp.args.StandardRestore(abstract)}
-    has_data = os.path.isdir(os.path.join(self.directory, str(step), DATA))
+    has_data = os.path.isdir(os.path.join(self.step_dir(step), DATA))
     if has_data:
       items[DATA] = ocp.args.JsonRestore()
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
@@ -140,9 +260,7 @@ class Checkpointer:
         where every dict key is a string: the integer keys of list-like modules (``{0: ...}``)
         come back as ``"0"``, which a network rebuilt from the config does not accept.
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"No committed checkpoint in {self.directory}.")
+    step = self.verified_step(step)
     stored = self._manager.item_metadata(step)[STATE]
     tree = getattr(stored, "tree", stored)
     missing = [k for k in keys if k not in tree]
@@ -163,8 +281,13 @@ class Checkpointer:
                                       partial_restore=True))
 
   def wait(self) -> None:
+    """Blocks until the pending save commits (raising its error) and writes its manifest."""
     self._manager.wait_until_finished()
+    self._manager.check_for_errors()
+    self._write_missing_manifests()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    try:
+      self.wait()
+    finally:
+      self._manager.close()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
 import time
 from typing import Any
 
@@ -34,6 +36,47 @@ _RUN_OUTPUTS = (CHECKPOINT_DIR, "metrics.jsonl", "tensorboard", "eval.json", "re
 
 class NonFiniteError(RuntimeError):
   """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+class Preempted(RuntimeError):
+  """SIGTERM arrived; a checkpoint of the step reached was saved. Rerun to resume."""
+
+  def __init__(self, step: int, directory: str):
+    super().__init__(f"Preempted (SIGTERM): saved a checkpoint at step {step} in {directory}. "
+                     "Run the same command again to resume from it.")
+    self.step = step
+
+
+class PreemptionGuard:
+  """Turns SIGTERM (the preemption notice of TPU VMs and most schedulers) into a flag.
+
+  Single process: a SIGTERM handler sets the flag; the loop checks it after every step, saves a
+  checkpoint and stops. Several processes (``jax.distributed`` initialized): JAX's preemption
+  service receives the signal and ``multihost_utils.reached_preemption_sync_point`` makes every
+  host stop at the same step, so their checkpoints agree.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+    self._distributed = jax.process_count() > 1
+    if not self._distributed and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def reached(self, step: int) -> bool:
+    if self._distributed:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      return bool(multihost_utils.reached_preemption_sync_point(step))
+    return self.requested
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
@@ -110,6 +153,7 @@ def build(config, num_examples: int, image_shape, *, devices=None):
                                 total_steps=total_steps, steps_per_epoch=steps_per_epoch)
   engine = Engine(method, tx, make_view_preprocess(config.views), mode=config.parallel,
                   global_batch_size=config.batch_size, devices=devices, sync_bn=config.sync_bn,
+                  clip_norm=config.optimizer.clip_norm,
                   fsdp=config.fsdp, fsdp_min_size=config.fsdp_min_size,
                   nan_at_step=config.debug.nan_at_step, nan_num_steps=config.debug.nan_num_steps)
   return method, engine, total_steps
@@ -130,12 +174,13 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
                             example_batch(config.batch_size, source.image_shape))
   iterator = make_iterator(source, global_batch_size=config.batch_size, seed=config.seed,
                                 shuffle=config.data.shuffle, worker_count=config.data.worker_count)
+  logger = MetricsLogger(workdir, total_steps=total_steps, tensorboard=config.log.tensorboard,
+                         quiet=config.quiet)
   ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
                       max_to_keep=config.checkpoint.max_to_keep,
                       every_steps=config.checkpoint.every_steps,
-                      async_save=config.checkpoint.async_save)
-  logger = MetricsLogger(workdir, total_steps=total_steps, tensorboard=config.log.tensorboard,
-                         quiet=config.quiet)
+                      async_save=config.checkpoint.async_save,
+                      on_corrupt=config.checkpoint.on_corrupt, log=logger.message)
   if ckpt.latest_step() is not None:
     restored, data_state = ckpt.restore(engine.global_state(state))
     state = engine.place_state(restored) if config.parallel == "pmap" else restored
@@ -159,20 +204,27 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
       last, t_prev = _report(logger, config, done, metrics, t_prev, first=done == start + 1,
                              final=done == total_steps)
 
+  preemption = PreemptionGuard()
   try:
     for step in range(start, total_steps):
       batch = engine.put_batch(next(iterator))
       state, metrics = engine.step(state, batch)
       flush()
       pending = (step + 1, metrics)
-      if ckpt.should_save(step + 1):
+      preempted = preemption.reached(step + 1)
+      if ckpt.should_save(step + 1) or (preempted and step + 1 < total_steps):
         flush()  # log the step first: metrics.jsonl never lags behind what a resume starts from
         ckpt.save(step + 1, engine.global_state(state), iterator.get_state())
+      if preempted and step + 1 < total_steps:
+        ckpt.wait()
+        logger.message(f"SIGTERM received: checkpoint of step {step + 1} committed; stopping.")
+        raise Preempted(step + 1, ckpt.directory)
     flush()
     if ckpt.should_save(total_steps, final=True):
       ckpt.save(total_steps, engine.global_state(state), iterator.get_state())
     ckpt.wait()
   finally:
+    preemption.close()
     ckpt.close()
     iterator.close()
     logger.close()

@@ -9,7 +9,8 @@ transformation and its learning-rate schedule. Conventions (SimCLR/BYOL/MoCo rec
 * Linear warmup from 0 to the peak, then cosine decay to ``final_lr_fraction * peak``.
 * Weight decay and the LARS trust ratio skip biases and normalization parameters (every leaf with
   ``ndim <= 1``) and ViT position embeddings / class tokens, as SimCLR, BYOL and MoCo v3 do.
-* ``clip_norm > 0`` clips by global norm before the optimizer (the engine logs the pre-clip norm).
+* Gradient clipping (``optimizer.clip_norm``) is applied by the train step, not here, so the step
+  can log the gradient norm before and after it (:mod:`ssl_jax.train.step`).
 * The learning rate is injected as a hyperparameter so the value actually used is logged.
 """
 
@@ -87,10 +88,7 @@ def build_optimizer(cfg, *, batch_size: int, total_steps: int, steps_per_epoch: 
     return optax.lamb(learning_rate, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                       weight_decay=cfg.weight_decay, mask=mask)
 
-  tx = optax.inject_hyperparams(factory)(learning_rate=schedule)
-  if cfg.clip_norm > 0:
-    tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), tx)
-  return tx, schedule
+  return optax.inject_hyperparams(factory)(learning_rate=schedule), schedule
 
 
 def current_learning_rate(opt_state: Any) -> Any:

@@ -68,12 +68,14 @@ class Engine:
     devices: devices to run on (default: all).
     sync_bn: BatchNorm statistics synced over the data axis inside the step (the method reads
       ``axis_name``); without it the running statistics are averaged after each step.
+    clip_norm: global-norm gradient clipping inside the step (0: off).
     fsdp, fsdp_min_size: GSPMD parameter sharding.
     nan_at_step, nan_num_steps: debug switch passed to the step.
   """
 
   def __init__(self, method, tx, preprocess: Callable, *, mode: str = "shard_map",
-               global_batch_size: int, devices=None, sync_bn: bool = True, fsdp: bool = False,
+               global_batch_size: int, devices=None, sync_bn: bool = True,
+               clip_norm: float = 0.0, fsdp: bool = False,
                fsdp_min_size: int = 2**14, nan_at_step: int | None = None,
                nan_num_steps: int = 1):
     self.method, self.tx, self.mode = method, tx, mode
@@ -92,7 +94,8 @@ class Engine:
     axis = None if mode == "gspmd" else DATA_AXIS
     per_device = make_step(method, tx, preprocess, axis_name=axis,
                            grad_reduce="pmean" if mode == "pmap" else None,
-                           sync_batch_stats=not sync_bn, nan_at_step=nan_at_step,
+                           sync_batch_stats=not sync_bn, clip_norm=clip_norm,
+                           nan_at_step=nan_at_step,
                            nan_num_steps=nan_num_steps)
 
     def counted(state, batch):

@@ -35,8 +35,8 @@ PyTree = Any
 
 def make_step(method, tx: optax.GradientTransformation, preprocess: Callable, *,
               axis_name: str | None, grad_reduce: str | None = None,
-              sync_batch_stats: bool = False, nan_at_step: int | None = None,
-              nan_num_steps: int = 1):
+              sync_batch_stats: bool = False, clip_norm: float = 0.0,
+              nan_at_step: int | None = None, nan_num_steps: int = 1):
   """Builds the pure per-device step.
 
   Args:
@@ -47,6 +47,8 @@ def make_step(method, tx: optax.GradientTransformation, preprocess: Callable, *,
     grad_reduce: ``"pmean"`` to average gradients over ``axis_name`` (pmap), or None.
     sync_batch_stats: average BatchNorm running statistics over ``axis_name`` after the step
       (for unsynced BatchNorm, so the replicated state stays identical on every device).
+    clip_norm: if > 0, gradients are clipped to this global norm before the optimizer; the
+      metrics report ``grad_norm`` (before) and ``grad_norm_clipped`` (measured after).
     nan_at_step, nan_num_steps: debug switch: make the loss NaN for ``nan_num_steps`` steps from
       step ``nan_at_step`` (tests the skip logic).
   """
@@ -71,6 +73,11 @@ def make_step(method, tx: optax.GradientTransformation, preprocess: Callable, *,
       batch_stats = jax.lax.pmean(batch_stats, axis_name)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    extra = {}
+    if clip_norm > 0:
+      scale = jnp.minimum(1.0, clip_norm / jnp.maximum(grad_norm, 1e-30))
+      grads = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
+      extra["grad_norm_clipped"] = optax.tree.norm(grads)
 
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -88,6 +95,7 @@ def make_step(method, tx: optax.GradientTransformation, preprocess: Callable, *,
     metrics = dict(metrics)
     if axis_name is not None:  # methods may report per-device values; report their mean
       metrics = jax.lax.pmean(metrics, axis_name)
+    metrics.update(extra)
     metrics.update(loss=loss, grad_norm=grad_norm, lr=current_learning_rate(opt_state),
                    skipped=(~finite).astype(jnp.int32), skips=new_state.skips,
                    total_skips=new_state.total_skips)
