@@ -13,7 +13,8 @@ a manifest ``<step>/ssl_jax_manifest.json`` with the SHA-256 of each of its file
 the step has committed (at the next ``save`` or ``wait``). Restoring verifies it first: a missing,
 extra or changed file is a :class:`CorruptCheckpointError` naming the step and the file; with
 ``on_corrupt="previous"`` the restore falls back to the newest older step that verifies instead
-(never to a silent restart from scratch). A committed step without a manifest (a crash between
+(never to a silent restart from scratch), and the corrupt step is renamed to
+``<step>.corrupt-<time>`` (kept for inspection, out of Orbax's view). A committed step without a manifest (a crash between
 commit and manifest) is restored with a warning that it could not be verified.
 
 The train state is saved as a plain dict (typed PRNG keys as their ``key_data``). Restoring checks
@@ -26,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from typing import Any, Callable
 
 import jax
@@ -163,8 +165,12 @@ class Checkpointer:
     self.every_steps = every_steps
     self.on_corrupt = on_corrupt
     self._log = log
+    # Retention is ours, not Orbax's: Orbax may delete the oldest step when a save *starts*, so a
+    # save that then fails (disk full) would leave fewer good steps. We prune in `wait`, after the
+    # new step has committed.
+    self.max_to_keep = max_to_keep
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save)
+        max_to_keep=None, create=True, enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(
         self.directory, options=options,
         item_handlers={STATE: ocp.StandardCheckpointHandler(), DATA: ocp.JsonCheckpointHandler()})
@@ -219,12 +225,21 @@ class Checkpointer:
               f"{e}. Refusing to restore it. To resume from the previous good step instead, "
               "pass --config.checkpoint.on_corrupt=previous.") from None
         older = candidates[i + 1] if i + 1 < len(candidates) else None
-        self._log(f"WARNING: {e}; falling back to "
-                  f"{'step ' + str(older) if older is not None else 'no older step'}.")
+        quarantine = self._quarantine(candidate)
+        self._log(f"WARNING: {e}; moved it to {quarantine} (kept for inspection) and falling "
+                  f"back to {'step ' + str(older) if older is not None else 'no older step'}.")
     raise CorruptCheckpointError(
         f"Every committed checkpoint in {self.directory} failed verification "
         f"({candidates}); not restarting from scratch silently: move the directory away to "
         "start over.")
+
+  def _quarantine(self, step: int) -> str:
+    """Renames a corrupt step out of Orbax's view (so the run can save that step again)."""
+    target = f"{self.step_dir(step)}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+    if jax.process_index() == 0:
+      os.rename(self.step_dir(step), target)
+    self._manager.reload()
+    return target
 
   def restore(self, like: TrainState, *,
               step: int | None = None) -> tuple[TrainState, dict | None]:
@@ -281,10 +296,14 @@ class Checkpointer:
                                       partial_restore=True))
 
   def wait(self) -> None:
-    """Blocks until the pending save commits (raising its error) and writes its manifest."""
+    """Blocks until the pending save commits (raising its error), writes its manifest, and then
+    deletes the oldest committed steps beyond ``max_to_keep``."""
     self._manager.wait_until_finished()
     self._manager.check_for_errors()
     self._write_missing_manifests()
+    steps = self.all_steps()
+    for step in steps[:max(0, len(steps) - self.max_to_keep)]:
+      self._manager.delete(step)
 
   def close(self) -> None:
     try:
