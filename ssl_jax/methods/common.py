@@ -40,3 +40,26 @@ def cosine_momentum(step, total_steps: int, base: float, final: float = 1.0):
                      "with make(config, total_steps=...).")
   progress = jnp.clip(jnp.asarray(step, jnp.float32) / total_steps, 0.0, 1.0)
   return final - (final - base) * (jnp.cos(math.pi * progress) + 1.0) / 2.0
+
+
+def gather_global(x: jax.Array, axis_name) -> jax.Array:
+  """The global batch of ``x`` ``[n, ...]`` -> ``[n * devices, ...]``, identical on every device,
+  without gradient: for method state such as queues (MoCo's keys, NNCLR's support set).
+
+  Typed invariant over ``axis_name`` (``all_gather(..., to="invarying")``) so it can live in the
+  replicated train state under ``shard_map(check_vma=True)``. Identity without an axis.
+  """
+  x = jax.lax.stop_gradient(x)
+  if axis_name is None:
+    return x
+  return jax.lax.all_gather(x, axis_name, axis=0, tiled=True, to="invarying")
+
+
+def push(queue: jax.Array, ptr: jax.Array, rows: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Writes ``rows`` ``[b, D]`` into the ring buffer ``queue`` ``[K, D]`` at ``ptr`` (oldest
+  first, wrapping around); returns the new queue and pointer. ``b`` must divide ``K``."""
+  k, b = queue.shape[0], rows.shape[0]
+  if k % b:
+    raise ValueError(f"queue size {k} must be a multiple of the global batch {b}.")
+  queue = jax.lax.dynamic_update_slice(queue, rows.astype(queue.dtype), (ptr, 0))
+  return queue, (ptr + b) % k
