@@ -362,7 +362,8 @@ def test_bad_parameter_values_raise():
   image = _rgb((8, 8, 1))
   for name, kwargs in [("flip_lr", dict(p=1.5)), ("random_affine", dict(translate=2.0)),
                        ("random_resized_crop", dict(size=0)), ("gaussian_blur", dict(sigma=-1.0)),
-                       ("random_crop", dict(size=12))]:
+                       ("random_crop", dict(size=12)), ("random_affine", dict(scale=0.9)),
+                       ("random_erasing", dict(value="noise"))]:
     with pytest.raises(ValueError, match=name):
       augment.OPS[name](KEY, image, **kwargs)
 

@@ -39,6 +39,7 @@ def main(process_id: int, num_processes: int, port: int, out: str, cache: str) -
     json.dump({"process_index": jax.process_index(), "process_count": jax.process_count(),
                "devices": jax.device_count(), "local_devices": jax.local_device_count(),
                "indices": seen, "loss": float(metrics["loss"]),
+               "epoch": [int(i) for s in range(it.steps_per_epoch) for i in it.batch_indices(s)],
                "params": flat.tolist()}, f)
   jax.distributed.shutdown()
 

@@ -1,0 +1,107 @@
+"""Barlow Twins: the method contract and its loss terms, a 2-step smoke run on 8 devices, and
+learning on digits."""
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ssl_jax import losses, methods
+from ssl_jax.train.loop import build, example_batch, load_train_source
+
+EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
+HEADS = {"method": "barlow_twins", "method_kwargs.proj_hidden_dim": 32,
+         "method_kwargs.proj_dim": 24}
+
+
+def _batches(source, batch_size, seed=0):
+  rng = np.random.default_rng(seed)
+  while True:
+    idx = rng.choice(len(source), batch_size, replace=False)
+    yield {"image": np.stack([source[int(i)]["image"] for i in idx]),
+           "label": np.array([source[int(i)]["label"] for i in idx], np.int32),
+           "index": idx.astype(np.int32)}
+
+
+def test_defaults_follow_the_paper():
+  kw = methods.get_module("barlow_twins").default_config()
+  assert (kw.lambda_, kw.proj_hidden_dim, kw.proj_dim, kw.proj_layers) == (
+      0.0051, 8192, 8192, 3)
+
+
+def test_contract_and_loss_terms(make_config):
+  """Each view goes through the networks separately (BN statistics of one view, as the official
+  code); the loss is :func:`losses.barlow_twins` of the two projections; the logged terms match a
+  NumPy cross-correlation matrix."""
+  config = make_config(**HEADS)
+  lambda_ = config.method_kwargs.lambda_
+  method = methods.make("barlow_twins", config)
+  params, stats, mstate = method.init(jax.random.key(0), None)
+  assert set(params) == {"encoder", "projector"} and mstate == {}
+  layers = params["projector"]["layers"]
+  assert len(layers) == 3 and all("bias" not in layer for layer in layers.values())
+  assert layers[0]["kernel"].shape == (16, 32) and layers[2]["kernel"].shape == (32, 24)
+
+  rng = np.random.default_rng(0)
+  x_a, x_b = (jnp.asarray(rng.random((12, 8, 8, 1)), jnp.float32) for _ in range(2))
+  loss, (metrics, new_stats, new_mstate) = method.loss_fn(
+      params, stats, mstate, {"views": {"a": x_a, "b": x_b}}, jax.random.key(1), axis_name=None)
+  assert new_mstate == {} and jax.tree.structure(new_stats) == jax.tree.structure(stats)
+  assert float(metrics["loss"]) == float(loss) and 0.0 < float(metrics["embedding_std_ratio"])
+
+  nets = methods.get_module("barlow_twins").build_networks(config, hidden=32, out=24, layers=3)
+  model = nets.bind(params, stats)
+  z_a, z_b = (np.asarray(model.projector(model.encoder(x, train=True), train=True), np.float64)
+              for x in (x_a, x_b))
+  np.testing.assert_allclose(loss, losses.barlow_twins(z_a, z_b, lambda_=lambda_), rtol=1e-5)
+  standardize = lambda z: (z - z.mean(0)) / np.sqrt(z.var(0) + 1e-5)
+  c = standardize(z_a).T @ standardize(z_b) / len(z_a)
+  off = c - np.diag(np.diag(c))
+  np.testing.assert_allclose(metrics["bt_on_diag"], np.sum((1 - np.diag(c)) ** 2), rtol=1e-4)
+  np.testing.assert_allclose(metrics["bt_off_diag"], np.sum(off ** 2), rtol=1e-3)
+
+  assert method.features(params, stats, x_a).shape == (12, 16)  # before the projector
+  with pytest.raises(ValueError, match="exactly 2 views"):
+    method.loss_fn(params, stats, mstate, {"views": {"a": x_a}}, jax.random.key(1),
+                   axis_name=None)
+
+
+def test_two_steps_on_eight_devices(make_config):
+  config = make_config(**HEADS, total_steps=2)
+  source = load_train_source(config)
+  _, engine, _ = build(config, len(source), source.image_shape)
+  assert engine.num_devices == 8 and engine.mode == "shard_map"
+  state = engine.init_state(jax.random.key(0), example_batch(64, source.image_shape))
+  start = jax.device_get(state.params)
+  batches = _batches(source, 64)
+  for _ in range(2):
+    state, metrics = engine.step(state, engine.put_batch(next(batches)))
+    assert np.isfinite(metrics["loss"]) and metrics["skipped"] == 0
+    assert all(np.isfinite(metrics[k]) for k in ("bt_on_diag", "bt_off_diag",
+                                                 "embedding_std_ratio"))
+  assert int(state.step) == 2
+  moved = jax.tree.map(lambda a, b: not np.allclose(a, b), start, jax.device_get(state.params))
+  assert all(jax.tree.leaves(moved))
+
+
+@pytest.mark.slow
+def test_learns_on_digits(tmp_path):
+  """A short run of the digits recipe: the encoder's features beat the same network at random
+  init on every paired label draw, with 1 and 5 labels per class."""
+  from ssl_jax import config as config_lib
+  from ssl_jax.evaluate.runner import evaluate_workdir
+  from ssl_jax.train.loop import pretrain
+
+  config = config_lib.load_config(str(EXPERIMENTS / "barlow_twins_digits.py"), [
+      ("total_steps", "150"), ("quiet", "True"), ("log.tensorboard", "False"),
+      ("eval.budgets", "(1, 5)"), ("eval.protocols", "('linear',)")])
+  pretrain(config, str(tmp_path))
+  results, info = evaluate_workdir(str(tmp_path), print_table=False, return_info=True)
+  per_draw = info["per_draw"]["linear"]
+  print(results, per_draw)
+  for budget in ("1", "5"):
+    ssl, rand = (np.array(per_draw[s][budget]) for s in ("ssl", "random_init"))
+    assert len(ssl) == 5
+    assert (ssl - rand).min() > 0.05, (budget, ssl, rand)

@@ -1,0 +1,222 @@
+"""MoCo v2: the contract, the queue (exact pushes of the global batch's keys, 1 == 8 devices,
+nothing pushed by a skipped step, checkpointed), the momentum update, and learning on digits."""
+
+import functools
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ssl_jax import methods
+from ssl_jax.methods import moco_v2
+from ssl_jax.train.checkpoint import Checkpointer
+from ssl_jax.train.loop import build, example_batch, load_train_source
+
+EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
+SMALL = {"method": "moco_v2", "method_kwargs.queue_size": 160, "method_kwargs.proj_hidden_dim": 32,
+         "method_kwargs.proj_dim": 8, "method_kwargs.momentum": 0.9}
+
+
+def _batch(shape, seed=0, n=4):
+  rng = np.random.default_rng(seed)
+  images = jnp.asarray(rng.uniform(size=(n, *shape)), jnp.float32)
+  return {"views": {"a": images, "b": images + 0.1 * jnp.asarray(rng.normal(size=images.shape))}}
+
+
+def test_defaults_and_queue_size_check(make_config):
+  kw = methods.get_module("moco_v2").default_config()
+  assert (kw.temperature, kw.queue_size, kw.momentum, kw.proj_dim) == (0.2, 65536, 0.999, 128)
+  with pytest.raises(ValueError, match="queue_size=32 is smaller than the 64 keys"):
+    methods.make("moco_v2", make_config(**{**SMALL, "method_kwargs.queue_size": 32}))
+  with pytest.raises(ValueError, match="128 keys a step pushes.*symmetric"):
+    methods.make("moco_v2", make_config(**{**SMALL, "method_kwargs.queue_size": 100,
+                                           "method_kwargs.symmetric": True}))
+
+
+def test_push_wraps_around():
+  queue, ptr = moco_v2.push(jnp.zeros((5, 1)), jnp.int32(3), jnp.array([[1.0], [2.0], [3.0]]))
+  assert queue[:, 0].tolist() == [3.0, 0.0, 0.0, 1.0, 2.0] and int(ptr) == 1
+  with pytest.raises(ValueError, match="cannot take a global batch of 6"):
+    moco_v2.push(jnp.zeros((5, 1)), jnp.int32(0), jnp.ones((6, 1)))
+
+
+def test_contract_and_exact_push(make_config):
+  """Init: random unit-norm queue, key network = a copy of the query network. One loss_fn call
+  (one device, so the local batch is the global batch): the queue's newest rows are exactly the
+  normalized keys of view b in batch order, older rows untouched, the pointer advanced."""
+  config = make_config(**SMALL)
+  method = methods.make("moco_v2", config)
+  params, stats, mstate = method.init(jax.random.key(0), None)
+  assert set(params) == {"encoder", "projector"}
+  assert set(mstate) == {"key", "queue", "queue_ptr"} and int(mstate["queue_ptr"]) == 0
+  assert mstate["queue"].shape == (160, 8)
+  np.testing.assert_allclose(jnp.linalg.norm(mstate["queue"], axis=1), 1.0, rtol=1e-5)
+  jax.tree.map(np.testing.assert_array_equal, mstate["key"]["params"], params)
+  jax.tree.map(np.testing.assert_array_equal, mstate["key"]["batch_stats"], stats)
+  # The head has no BatchNorm (MoCo v2's Linear-ReLU-Linear) and biases on both layers.
+  assert "projector" not in stats and params["projector"]["layers"][0]["bias"].shape == (32,)
+
+  # Move the pointer first so the push wraps around the end of the queue.
+  mstate = {**mstate, "queue_ptr": jnp.int32(158)}
+  batch = _batch((8, 8, 1))
+  loss, (metrics, new_stats, new_state) = jax.jit(functools.partial(
+      method.loss_fn, axis_name=None))(params, stats, mstate, batch, jax.random.key(1))
+  assert np.isfinite(loss) and float(metrics["loss"]) == float(loss)
+  assert 0.0 < float(metrics["embedding_std_ratio"]) <= 1.0 + 1e-5
+  assert jax.tree.structure(new_stats) == jax.tree.structure(stats)
+  key_net = moco_v2.build_networks(config).bind(mstate["key"]["params"],
+                                                mstate["key"]["batch_stats"])
+  k = key_net.projector(key_net.encoder(batch["views"]["b"], train=True), train=True)
+  k = k / jnp.linalg.norm(k, axis=1, keepdims=True)
+  rows = [158, 159, 0, 1]
+  np.testing.assert_allclose(new_state["queue"][np.array(rows)], k, rtol=1e-5, atol=1e-6)
+  untouched = np.setdiff1d(np.arange(160), rows)
+  np.testing.assert_array_equal(new_state["queue"][untouched], mstate["queue"][untouched])
+  assert int(new_state["queue_ptr"]) == 2
+  # The key network is not trained by the loss; its batch statistics moved (training mode).
+  jax.tree.map(np.testing.assert_array_equal, new_state["key"]["params"],
+               mstate["key"]["params"])
+  assert method.features(params, stats, batch["views"]["a"]).shape == (4, 16)
+
+  # The loss is InfoNCE against the queue *before* the push.
+  q = moco_v2.build_networks(config).bind(params, stats)
+  q = q.projector(q.encoder(batch["views"]["a"], train=True), train=True)
+  from ssl_jax import losses  # pylint: disable=import-outside-toplevel
+  expected = losses.infonce(q, k, mstate["queue"], temperature=0.2)
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+def test_momentum_update(make_config):
+  """``key <- m * key + (1 - m) * query`` (constant m), leaf by leaf; the queue is left alone."""
+  method = methods.make("moco_v2", make_config(**SMALL))
+  params, stats, mstate = method.init(jax.random.key(0), None)
+  moved = jax.tree.map(lambda p: p + 1.0, params)
+  new = method.update(moved, stats, mstate, jnp.int32(7))
+  jax.tree.map(lambda n, k, p: np.testing.assert_allclose(n, 0.9 * k + 0.1 * p, rtol=1e-6,
+                                                          atol=1e-7),
+               new["key"]["params"], mstate["key"]["params"], moved)
+  np.testing.assert_array_equal(new["queue"], mstate["queue"])
+  assert int(new["queue_ptr"]) == 0
+
+
+def _batches(source, n, size=64):
+  rng = np.random.default_rng(0)
+  out = []
+  for _ in range(n):
+    idx = rng.choice(len(source), size, replace=False)
+    out.append({"image": np.stack([source[int(i)]["image"] for i in idx]),
+                "label": np.array([source[int(i)]["label"] for i in idx], np.int32),
+                "index": idx.astype(np.int32)})
+  return out
+
+
+def _run(config, source, batches, devices=None):
+  """Steps the engine over ``batches``; returns the engine and the host state after each step."""
+  _, engine, _ = build(config, len(source), source.image_shape, devices=devices)
+  state = engine.init_state(jax.random.key(0), example_batch(64, source.image_shape))
+  states, metrics = [jax.device_get(state)], []
+  for batch in batches:
+    placed = engine.put_batch(batch)
+    assert len(placed["image"].sharding.device_set) == engine.num_devices
+    state, m = engine.step(state, placed)
+    states.append(jax.device_get(state))
+    metrics.append(jax.device_get(m))
+  return engine, states, metrics
+
+
+_RUNS = {}
+
+
+@pytest.fixture
+def runs(make_config):
+  """Two steps on 8 devices (shard_map, the default); the same two steps on 1 device followed by
+  a third step whose loss is made NaN (``debug.nan_at_step``). Computed once per module."""
+  if not _RUNS:
+    _RUNS["runs"] = _two_runs(make_config)
+  return _RUNS["runs"]
+
+
+def _two_runs(make_config):
+  config8 = make_config(**SMALL, total_steps=3)
+  config1 = make_config(**SMALL, total_steps=3, **{"debug.nan_at_step": 2})
+  source = load_train_source(config8)
+  batches = _batches(source, 3)
+  engine8, states8, metrics8 = _run(config8, source, batches[:2])
+  engine1, states1, metrics1 = _run(config1, source, batches, devices=jax.devices()[:1])
+  assert (engine8.num_devices, engine8.mode, engine1.num_devices) == (8, "shard_map", 1)
+  return states8, metrics8, states1, metrics1
+
+
+def test_two_steps_on_eight_devices(runs):
+  states8, metrics8, _, _ = runs
+  for m in metrics8:
+    assert np.isfinite(m["loss"]) and m["skipped"] == 0 and "embedding_std" in m
+  assert int(states8[-1].step) == 2 and int(states8[-1].method_state["queue_ptr"]) == 128
+  moved = jax.tree.map(lambda a, b: not np.allclose(a, b), states8[0].params, states8[-1].params)
+  assert all(jax.tree.leaves(moved))
+
+
+def test_queue_identical_on_one_and_eight_devices(runs):
+  """The queue holds the global batch's keys in global order whatever the device count."""
+  states8, metrics8, states1, metrics1 = runs
+  for step in (1, 2):
+    s8, s1 = states8[step].method_state, states1[step].method_state
+    assert int(s8["queue_ptr"]) == int(s1["queue_ptr"]) == 64 * step
+    np.testing.assert_allclose(s8["queue"], s1["queue"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(metrics8[step - 1]["loss"], metrics1[step - 1]["loss"], rtol=1e-5)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-5),
+               (states8[2].params, states8[2].method_state["key"]),
+               (states1[2].params, states1[2].method_state["key"]))
+  # Each push wrote only new rows: the initial queue survives past them.
+  np.testing.assert_array_equal(states1[2].method_state["queue"][128:],
+                                states1[0].method_state["queue"][128:])
+
+
+def test_skipped_step_pushes_nothing(runs):
+  _, _, states1, metrics1 = runs
+  assert metrics1[2]["skipped"] == 1 and int(states1[3].total_skips) == 1
+  before, after = states1[2], states1[3]
+  jax.tree.map(np.testing.assert_array_equal,
+               (before.params, before.batch_stats, before.method_state),
+               (after.params, after.batch_stats, after.method_state))
+
+
+def test_queue_is_checkpointed(runs, tmp_path):
+  """The queue and its pointer are part of the train state: saved and restored exactly."""
+  _, _, states1, _ = runs
+  state = states1[2]
+  ckpt = Checkpointer(str(tmp_path), async_save=False)
+  try:
+    ckpt.save(2, state)
+    ckpt.wait()
+    blank = state.replace(method_state=jax.tree.map(np.zeros_like, state.method_state))
+    restored, _ = ckpt.restore(blank)
+  finally:
+    ckpt.close()
+  np.testing.assert_array_equal(restored.method_state["queue"], state.method_state["queue"])
+  assert int(restored.method_state["queue_ptr"]) == 128
+
+
+@pytest.mark.slow
+def test_learns_on_digits(tmp_path):
+  """A short run of the digits recipe: SSL features beat the same network at random init (and
+  raw pixels) on every paired label draw, with 1 and 5 labels per class."""
+  from ssl_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from ssl_jax.evaluate.runner import evaluate_workdir  # pylint: disable=import-outside-toplevel
+  from ssl_jax.train.loop import pretrain  # pylint: disable=import-outside-toplevel
+
+  config = config_lib.load_config(str(EXPERIMENTS / "moco_v2_digits.py"), [
+      ("total_steps", "250"), ("quiet", "True"), ("log.tensorboard", "False"),
+      ("checkpoint.every_steps", "0"), ("eval.budgets", "(1, 5)"),
+      ("eval.protocols", "('linear',)")])
+  pretrain(config, str(tmp_path))
+  results, info = evaluate_workdir(str(tmp_path), print_table=False, return_info=True)
+  per_draw = info["per_draw"]["linear"]
+  for budget in ("1", "5"):
+    ssl, rand, raw = (np.array(per_draw[s][budget]) for s in ("ssl", "random_init", "raw"))
+    assert len(ssl) == 5
+    assert (ssl - rand).min() > 0.08, (budget, ssl, rand)
+    assert (ssl - raw).min() > 0.04, (budget, ssl, raw)
+  assert results["linear"]["ssl"]["1"] > 0.8

@@ -1,0 +1,175 @@
+"""MoCo v3: the contract and heads, the loss (``2T``-scaled, both directions), the cosine
+momentum update, 1 == 8 devices, a ViT smoke run, and learning on digits."""
+
+import functools
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ssl_jax import losses, methods
+from ssl_jax.methods import moco_v3
+from ssl_jax.methods.common import cosine_momentum
+from ssl_jax.train.loop import build, example_batch, load_train_source
+
+EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
+SMALL = {"method": "moco_v3", "method_kwargs.proj_hidden_dim": 32, "method_kwargs.proj_dim": 8,
+         "method_kwargs.pred_hidden_dim": 32, "method_kwargs.temperature": 0.5}
+VIT = {"encoder": "vit_micro", "encoder_kwargs": "{'image_size': 8, 'patch_size': 4, "
+       "'in_channels': 1, 'pos_embed': 'sincos'}"}
+
+
+def _views(seed=0, n=6):
+  rng = np.random.default_rng(seed)
+  images = jnp.asarray(rng.uniform(size=(n, 8, 8, 1)), jnp.float32)
+  return images, images + 0.1 * jnp.asarray(rng.normal(size=images.shape), jnp.float32)
+
+
+def test_defaults():
+  kw = methods.get_module("moco_v3").default_config()
+  assert (kw.temperature, kw.base_momentum, kw.final_momentum) == (0.2, 0.99, 1.0)
+  assert (kw.proj_hidden_dim, kw.proj_dim, kw.proj_layers, kw.pred_layers) == (4096, 256, 3, 2)
+
+
+def test_contract_heads_and_loss(make_config):
+  config = make_config(**SMALL)
+  method = methods.make("moco_v3", config)
+  params, stats, mstate = method.init(jax.random.key(0), None)
+  assert set(params) == {"encoder", "projector", "predictor"}
+  assert set(mstate["momentum"]["params"]) == {"encoder", "projector"}
+  for k in ("encoder", "projector"):
+    jax.tree.map(np.testing.assert_array_equal, mstate["momentum"]["params"][k], params[k])
+  # Heads as the official _build_mlp: no biases; BN without affine after the projector's output
+  # layer, no BN after the predictor's.
+  for head, layers in (("projector", 3), ("predictor", 2)):
+    assert len(params[head]["layers"]) == layers
+    assert all(set(layer) == {"kernel"} for layer in params[head]["layers"].values())
+  assert set(params["projector"]["norms"]) == {0, 1} and set(stats["projector"]["norms"]) == {
+      0, 1, 2}  # the output BatchNorm has statistics but no scale or bias
+  assert set(params["predictor"]["norms"]) == set(stats["predictor"]["norms"]) == {0}
+
+  x1, x2 = _views()
+  batch = {"views": {"a": x1, "b": x2}}
+  loss_fn = jax.jit(functools.partial(method.loss_fn, axis_name=None))
+  loss, (metrics, new_stats, new_state) = loss_fn(params, stats, mstate, batch, jax.random.key(1))
+  assert np.isfinite(loss) and float(metrics["loss"]) == float(loss)
+  assert 0.0 < float(metrics["embedding_std_ratio"]) <= 1.0 + 1e-5
+  assert jax.tree.structure(new_stats) == jax.tree.structure(stats)
+  jax.tree.map(np.testing.assert_array_equal, new_state["momentum"]["params"],
+               mstate["momentum"]["params"])
+  assert method.features(params, stats, x1).shape == (6, 16)
+
+  # loss = 2T [infonce(q1, k2) + infonce(q2, k1)], each view in its own forward pass.
+  base = moco_v3.build_networks(config, with_predictor=True).bind(params, stats)
+  mom = moco_v3.build_networks(config, with_predictor=False).bind(
+      mstate["momentum"]["params"], mstate["momentum"]["batch_stats"])
+  q = lambda x: base.predictor(base.projector(base.encoder(x, train=True), train=True), train=True)
+  k = lambda x: mom.projector(mom.encoder(x, train=True), train=True)
+  expected = 2 * 0.5 * (losses.infonce(q(x1), k(x2), temperature=0.5)
+                        + losses.infonce(q(x2), k(x1), temperature=0.5))
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+  swapped, _ = loss_fn(params, stats, mstate, {"views": {"a": x2, "b": x1}}, jax.random.key(1))
+  np.testing.assert_allclose(swapped, loss, rtol=1e-5)  # symmetric in the two views
+
+
+def test_cosine_momentum_update(make_config):
+  """``momentum <- m * momentum + (1 - m) * base`` with ``m`` from 0.99 cosine to 1; the update
+  after optimizer step ``t`` prepares iteration ``t + 1``'s keys, so it uses ``m(t + 1)``."""
+  config = make_config(**SMALL, **{"method_kwargs.base_momentum": 0.9})
+  method = methods.make("moco_v3", config, total_steps=10)
+  params, stats, mstate = method.init(jax.random.key(0), None)
+  moved = jax.tree.map(lambda p: p + 1.0, params)
+  for step in (0, 4):
+    m = float(cosine_momentum(step + 1, 10, 0.9))
+    new = method.update(moved, stats, mstate, jnp.int32(step))
+    for k in ("encoder", "projector"):
+      jax.tree.map(lambda n, t, p, m=m: np.testing.assert_allclose(n, m * t + (1 - m) * p,
+                                                                   rtol=1e-6, atol=1e-6),
+                   new["momentum"]["params"][k], mstate["momentum"]["params"][k], moved[k])
+  assert 0.9 < float(cosine_momentum(1, 10, 0.9)) < float(cosine_momentum(5, 10, 0.9)) < 1.0
+  last = method.update(moved, stats, mstate, jnp.int32(9))  # m(10) = 1: no change
+  jax.tree.map(np.testing.assert_array_equal, last["momentum"], mstate["momentum"])
+  assert set(new["momentum"]["params"]) == {"encoder", "projector"}  # no predictor
+
+
+def _batches(source, n, size=64):
+  rng = np.random.default_rng(0)
+  out = []
+  for _ in range(n):
+    idx = rng.choice(len(source), size, replace=False)
+    out.append({"image": np.stack([source[int(i)]["image"] for i in idx]),
+                "label": np.array([source[int(i)]["label"] for i in idx], np.int32),
+                "index": idx.astype(np.int32)})
+  return out
+
+
+def _run(config, source, batches, devices=None):
+  _, engine, _ = build(config, len(source), source.image_shape, devices=devices)
+  state = engine.init_state(jax.random.key(0), example_batch(64, source.image_shape))
+  start, metrics = jax.device_get(state), []
+  for batch in batches:
+    placed = engine.put_batch(batch)
+    assert len(placed["image"].sharding.device_set) == engine.num_devices
+    state, m = engine.step(state, placed)
+    metrics.append(jax.device_get(m))
+  return engine, start, jax.device_get(state), metrics
+
+
+def test_eight_devices_equal_one(make_config):
+  """Two steps through the engine (shard_map) on 8 devices, the same on 1: the keys span the
+  global batch and BatchNorm is synced, so losses, parameters and the momentum network agree."""
+  config = make_config(**SMALL, total_steps=2)
+  source = load_train_source(config)
+  batches = _batches(source, 2)
+  engine8, start, state8, metrics8 = _run(config, source, batches)
+  engine1, _, state1, metrics1 = _run(config, source, batches, devices=jax.devices()[:1])
+  assert (engine8.num_devices, engine8.mode, engine1.num_devices) == (8, "shard_map", 1)
+  for m8, m1 in zip(metrics8, metrics1):
+    assert np.isfinite(m8["loss"]) and m8["skipped"] == 0 and "embedding_std" in m8
+    np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
+  assert int(state8.step) == 2
+  moved = jax.tree.map(lambda a, b: not np.allclose(a, b), start.params, state8.params)
+  assert all(jax.tree.leaves(moved))
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-5),
+               (state8.params, state8.method_state), (state1.params, state1.method_state))
+
+
+def test_vit_two_steps_on_eight_devices(make_config):
+  """A ViT backbone (vit_micro with sin-cos position embeddings, 3-layer projector)."""
+  config = make_config(**SMALL, **VIT, total_steps=2)
+  source = load_train_source(config)
+  engine, start, state, metrics = _run(config, source, _batches(source, 2))
+  assert engine.num_devices == 8
+  for m in metrics:
+    assert np.isfinite(m["loss"]) and m["skipped"] == 0
+  assert "pos_embed" not in start.params["encoder"]  # fixed sin-cos: not a parameter
+  assert "encoder" not in start.batch_stats  # a ViT has no BatchNorm; the heads do
+  moved = jax.tree.map(lambda a, b: not np.allclose(a, b), start.params, state.params)
+  assert all(jax.tree.leaves(moved))
+  method = methods.make("moco_v3", config)
+  assert method.features(state.params, state.batch_stats, _views()[0]).shape == (6, 32)
+
+
+@pytest.mark.slow
+def test_learns_on_digits(tmp_path):
+  """A short run of the digits recipe: SSL features beat the same network at random init (and
+  raw pixels) on every paired label draw, with 1 and 5 labels per class."""
+  from ssl_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from ssl_jax.evaluate.runner import evaluate_workdir  # pylint: disable=import-outside-toplevel
+  from ssl_jax.train.loop import pretrain  # pylint: disable=import-outside-toplevel
+
+  config = config_lib.load_config(str(EXPERIMENTS / "moco_v3_digits.py"), [
+      ("total_steps", "250"), ("quiet", "True"), ("log.tensorboard", "False"),
+      ("checkpoint.every_steps", "0"), ("eval.budgets", "(1, 5)"),
+      ("eval.protocols", "('linear',)")])
+  pretrain(config, str(tmp_path))
+  results, info = evaluate_workdir(str(tmp_path), print_table=False, return_info=True)
+  per_draw = info["per_draw"]["linear"]
+  for budget in ("1", "5"):
+    ssl, rand, raw = (np.array(per_draw[s][budget]) for s in ("ssl", "random_init", "raw"))
+    assert len(ssl) == 5
+    assert (ssl - rand).min() > 0.08, (budget, ssl, rand)
+    assert (ssl - raw).min() > 0.04, (budget, ssl, raw)
+  assert results["linear"]["ssl"]["1"] > 0.8
