@@ -74,15 +74,21 @@ def _apply_with_p(key: Array, p: float, fn: Callable[[Array], Array], image: Arr
   return jnp.where(jax.random.bernoulli(key, p), fn(image), image)
 
 
-def _range(value: float | Sequence[float], op: str, name: str, *,
-           center: float = 0.0) -> tuple[float, float]:
-  """``x -> (center - x, center + x)``; ``(lo, hi) -> (lo, hi)``."""
+def _range(value: float | Sequence[float], op: str, name: str) -> tuple[float, float]:
+  """A symmetric range ``x -> (-x, x)``, or a ``(low, high)`` pair as given."""
   if isinstance(value, (int, float)):
     if value < 0:
       raise ValueError(f"{op}: {name} must be >= 0 when a single number, got {value}")
-    return center - float(value), center + float(value)
+    return -float(value), float(value)
   if len(value) != 2 or value[0] > value[1]:
     raise ValueError(f"{op}: {name} must be a number or a (low, high) pair, got {value}")
+  return float(value[0]), float(value[1])
+
+
+def _pair(value: Sequence[float], op: str, name: str) -> tuple[float, float]:
+  """A ``(low, high)`` range given as a pair (no single-number shorthand)."""
+  if isinstance(value, (int, float)) or len(value) != 2 or value[0] > value[1]:
+    raise ValueError(f"{op}: {name} must be a (low, high) pair, got {value}")
   return float(value[0]), float(value[1])
 
 
@@ -135,8 +141,8 @@ def random_resized_crop(key: Array, image: Array, size: int | Sequence[int],
     float32 [size_h, size_w, C].
   """
   out_h, out_w = _size2(size, "random_resized_crop")
-  lo, hi = _range(scale, "random_resized_crop", "scale")
-  r_lo, r_hi = _range(ratio, "random_resized_crop", "ratio")
+  lo, hi = _pair(scale, "random_resized_crop", "scale")
+  r_lo, r_hi = _pair(ratio, "random_resized_crop", "ratio")
   if not 0 < lo <= hi or r_lo <= 0:
     raise ValueError(f"random_resized_crop: need 0 < scale and 0 < ratio, got {scale}, {ratio}")
   height, width = image.shape[0], image.shape[1]
@@ -282,7 +288,7 @@ def random_affine(key: Array, image: Array, degrees: float | Sequence[float] = 0
   if len(translate) != 2 or not all(0.0 <= t <= 1.0 for t in translate):
     raise ValueError(f"{op}: translate must be a fraction or a pair of fractions in [0, 1], "
                      f"got {translate}")
-  zoom_lo, zoom_hi = (1.0, 1.0) if scale is None else _range(scale, op, "scale")
+  zoom_lo, zoom_hi = (1.0, 1.0) if scale is None else _pair(scale, op, "scale")
   if zoom_lo <= 0:
     raise ValueError(f"{op}: scale must be positive, got {scale}")
   if isinstance(shear, (int, float)) or len(shear) == 2:
@@ -464,7 +470,7 @@ def gaussian_blur(key: Array, image: Array, p: float = 0.5,
     float32 [H, W, C].
   """
   p = _check_p(p, "gaussian_blur")
-  lo, hi = (float(sigma), float(sigma)) if isinstance(sigma, (int, float)) else _range(
+  lo, hi = (float(sigma), float(sigma)) if isinstance(sigma, (int, float)) else _pair(
       sigma, "gaussian_blur", "sigma")
   if lo <= 0:
     raise ValueError(f"gaussian_blur: sigma must be positive, got {sigma}")
@@ -519,7 +525,7 @@ def gaussian_noise(key: Array, image: Array, std: float | Sequence[float] = 0.05
     float32 [H, W, C].
   """
   p = _check_p(p, "gaussian_noise")
-  lo, hi = (float(std), float(std)) if isinstance(std, (int, float)) else _range(
+  lo, hi = (float(std), float(std)) if isinstance(std, (int, float)) else _pair(
       std, "gaussian_noise", "std")
   if lo < 0:
     raise ValueError(f"gaussian_noise: std must be >= 0, got {std}")
@@ -556,8 +562,8 @@ def random_erasing(key: Array, image: Array, p: float = 0.5,
   """
   op = "random_erasing"
   p = _check_p(p, op)
-  lo, hi = _range(scale, op, "scale")
-  r_lo, r_hi = _range(ratio, op, "ratio")
+  lo, hi = _pair(scale, op, "scale")
+  r_lo, r_hi = _pair(ratio, op, "ratio")
   if not (0 <= lo and hi <= 1 and r_lo > 0):
     raise ValueError(f"{op}: need scale within [0, 1] and ratio > 0, got {scale}, {ratio}")
   if isinstance(value, str) and value != "random":

@@ -27,10 +27,16 @@ def check_positive(name: str, **values: float) -> None:
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-  """``x / max(||x||, eps)`` along the last axis, in float32 (as ``F.normalize``)."""
+  """``x / max(||x||, eps)`` along the last axis, in float32 (as ``F.normalize``).
+
+  Computed as ``x * rsqrt(max(||x||^2, eps^2))``: the same value, and a finite gradient for an
+  all-zero row (``1 / eps``, as PyTorch's), where ``sqrt``'s infinite derivative at 0 would make
+  it NaN (a predictor row that is exactly zero, e.g. every ReLU of a narrow hidden layer off with
+  a zero-initialized bias, then turned the whole step non-finite).
+  """
   x = x.astype(jnp.float32)
-  norm = jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True))
-  return x / jnp.maximum(norm, eps)
+  squared = jnp.sum(x * x, axis=-1, keepdims=True)
+  return x * jax.lax.rsqrt(jnp.maximum(squared, eps * eps))
 
 
 def gather(x: jax.Array, axis_name: AxisName) -> tuple[jax.Array, jax.Array]:

@@ -35,6 +35,13 @@ PyTree = Any
 
 METHODS: dict[str, str] = {
     "simclr": "ssl_jax.methods.simclr",
+    "moco_v2": "ssl_jax.methods.moco_v2",
+    "moco_v3": "ssl_jax.methods.moco_v3",
+    "byol": "ssl_jax.methods.byol",
+    "simsiam": "ssl_jax.methods.simsiam",
+    "barlow_twins": "ssl_jax.methods.barlow_twins",
+    "vicreg": "ssl_jax.methods.vicreg",
+    "nnclr": "ssl_jax.methods.nnclr",
 }
 
 

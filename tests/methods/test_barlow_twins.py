@@ -33,8 +33,8 @@ def test_defaults_follow_the_paper():
 
 def test_contract_and_loss_terms(make_config):
   """Each view goes through the networks separately (BN statistics of one view, as the official
-  code); the loss is :func:`losses.barlow_twins` of the two projections; the logged terms match a
-  NumPy cross-correlation matrix."""
+  code); the loss is :func:`losses.barlow_twins` of the two projections (times ``scale_loss``);
+  the logged terms match a NumPy cross-correlation matrix."""
   config = make_config(**HEADS)
   lambda_ = config.method_kwargs.lambda_
   method = methods.make("barlow_twins", config)
@@ -61,6 +61,12 @@ def test_contract_and_loss_terms(make_config):
   off = c - np.diag(np.diag(c))
   np.testing.assert_allclose(metrics["bt_on_diag"], np.sum((1 - np.diag(c)) ** 2), rtol=1e-4)
   np.testing.assert_allclose(metrics["bt_off_diag"], np.sum(off ** 2), rtol=1e-3)
+
+  scaled = methods.make("barlow_twins", make_config(**HEADS, **{"method_kwargs.scale_loss": 0.1}))
+  loss_01, (metrics_01, _, _) = scaled.loss_fn(
+      params, stats, mstate, {"views": {"a": x_a, "b": x_b}}, jax.random.key(1), axis_name=None)
+  np.testing.assert_allclose(loss_01, 0.1 * loss, rtol=1e-6)
+  np.testing.assert_allclose(metrics_01["bt_off_diag"], metrics["bt_off_diag"], rtol=1e-4)
 
   assert method.features(params, stats, x_a).shape == (12, 16)  # before the projector
   with pytest.raises(ValueError, match="exactly 2 views"):

@@ -112,10 +112,12 @@ def test_two_steps_on_eight_devices(make_config):
     assert np.isfinite(metrics["embedding_std_ratio"])
   assert int(state.step) == 2
   params, mstate = jax.device_get((state.params, state.method_state))
-  for before, after in ((start[0], params), (start[1]["target"]["params"],
-                                             mstate["target"]["params"])):
-    moved = jax.tree.map(lambda a, b: not np.allclose(a, b), before, after)
-    assert all(jax.tree.leaves(moved))
+  moved = jax.tree.map(lambda a, b: not np.allclose(a, b), start[0], params)
+  assert all(jax.tree.leaves(moved))
+  # The target follows by (1 - 0.996) of the online change: small, but every leaf moves.
+  moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), start[1]["target"]["params"],
+                       mstate["target"]["params"])
+  assert all(jax.tree.leaves(moved))
 
 
 def test_target_is_scheduled_ema_and_skipped_steps_leave_it(make_config):

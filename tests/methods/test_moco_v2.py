@@ -17,6 +17,7 @@ from ssl_jax.train.loop import build, example_batch, load_train_source
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
 SMALL = {"method": "moco_v2", "method_kwargs.queue_size": 160, "method_kwargs.proj_hidden_dim": 32,
          "method_kwargs.proj_dim": 8, "method_kwargs.momentum": 0.9}
+SYMMETRIC = {**SMALL, "method_kwargs.symmetric": True}
 
 
 def _batch(shape, seed=0, n=4):
@@ -132,15 +133,17 @@ _RUNS = {}
 @pytest.fixture
 def runs(make_config):
   """Two steps on 8 devices (shard_map, the default); the same two steps on 1 device followed by
-  a third step whose loss is made NaN (``debug.nan_at_step``). Computed once per module."""
+  a third step whose loss is made NaN (``debug.nan_at_step``). Computed once per module. The loss
+  is the symmetric one (as the digits recipe): each step pushes 2 x 64 keys into a queue of 160,
+  so the second push wraps around."""
   if not _RUNS:
     _RUNS["runs"] = _two_runs(make_config)
   return _RUNS["runs"]
 
 
 def _two_runs(make_config):
-  config8 = make_config(**SMALL, total_steps=3)
-  config1 = make_config(**SMALL, total_steps=3, **{"debug.nan_at_step": 2})
+  config8 = make_config(**SYMMETRIC, total_steps=3)
+  config1 = make_config(**SYMMETRIC, total_steps=3, **{"debug.nan_at_step": 2})
   source = load_train_source(config8)
   batches = _batches(source, 3)
   engine8, states8, metrics8 = _run(config8, source, batches[:2])
@@ -153,7 +156,7 @@ def test_two_steps_on_eight_devices(runs):
   states8, metrics8, _, _ = runs
   for m in metrics8:
     assert np.isfinite(m["loss"]) and m["skipped"] == 0 and "embedding_std" in m
-  assert int(states8[-1].step) == 2 and int(states8[-1].method_state["queue_ptr"]) == 128
+  assert int(states8[-1].step) == 2 and int(states8[-1].method_state["queue_ptr"]) == 96
   moved = jax.tree.map(lambda a, b: not np.allclose(a, b), states8[0].params, states8[-1].params)
   assert all(jax.tree.leaves(moved))
 
@@ -161,17 +164,20 @@ def test_two_steps_on_eight_devices(runs):
 def test_queue_identical_on_one_and_eight_devices(runs):
   """The queue holds the global batch's keys in global order whatever the device count."""
   states8, metrics8, states1, metrics1 = runs
-  for step in (1, 2):
+  for step, ptr in ((1, 128), (2, 96)):
     s8, s1 = states8[step].method_state, states1[step].method_state
-    assert int(s8["queue_ptr"]) == int(s1["queue_ptr"]) == 64 * step
+    assert int(s8["queue_ptr"]) == int(s1["queue_ptr"]) == ptr
     np.testing.assert_allclose(s8["queue"], s1["queue"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(metrics8[step - 1]["loss"], metrics1[step - 1]["loss"], rtol=1e-5)
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-5),
                (states8[2].params, states8[2].method_state["key"]),
                (states1[2].params, states1[2].method_state["key"]))
-  # Each push wrote only new rows: the initial queue survives past them.
-  np.testing.assert_array_equal(states1[2].method_state["queue"][128:],
-                                states1[0].method_state["queue"][128:])
+  # Each push overwrote only the oldest rows: the second (rows 128..159, then 0..95 after the
+  # wrap-around) left rows 96..127 of the first.
+  queues = [s.method_state["queue"] for s in states1[:3]]
+  np.testing.assert_array_equal(queues[1][128:], queues[0][128:])
+  np.testing.assert_array_equal(queues[2][96:128], queues[1][96:128])
+  assert not np.allclose(queues[2][:96], queues[1][:96])
 
 
 def test_skipped_step_pushes_nothing(runs):
@@ -196,7 +202,7 @@ def test_queue_is_checkpointed(runs, tmp_path):
   finally:
     ckpt.close()
   np.testing.assert_array_equal(restored.method_state["queue"], state.method_state["queue"])
-  assert int(restored.method_state["queue_ptr"]) == 128
+  assert int(restored.method_state["queue_ptr"]) == 96
 
 
 @pytest.mark.slow

@@ -1,0 +1,138 @@
+"""BYOL (Grill et al., 2020, "Bootstrap Your Own Latent", https://arxiv.org/abs/2006.07733).
+
+An online network (encoder, projector, predictor) regresses the projection that a *target*
+network (encoder, projector) gives of the other view; the target is an exponential moving average
+of the online encoder and projector and is never trained by gradient (section 3.1, algorithm 1):
+
+* ``loss = byol_loss(p_a, z'_b) + byol_loss(p_b, z'_a)`` (:func:`ssl_jax.losses.byol_loss`, the
+  squared distance of the L2-normalized vectors, ``2 - 2 cos``, averaged over the global batch),
+  summed over both directions as ``loss_fn`` in ``byol/byol_experiment.py`` of
+  google-deepmind/deepmind-research; target outputs under ``stop_gradient``.
+* ``target <- m * target + (1 - m) * online`` after every optimizer step, with BYOL's cosine
+  schedule ``m = 1 - (1 - base_momentum) (cos(pi k / K) + 1) / 2`` from ``base_momentum`` (0.996)
+  at step 0 to 1 at the last step ``K`` (section 3.2; :func:`ssl_jax.methods.common.cosine_momentum`
+  with ``total_steps`` from :func:`make`).
+* As the official code, each view goes through the networks in its own forward pass (BatchNorm
+  statistics per view, synced over the data axis when ``config.sync_bn``), and the target network
+  runs in training mode: it normalizes with its batch statistics and keeps its *own* BatchNorm
+  running averages (updated by its forward passes, not averaged from the online network's), in
+  ``method_state["target"]["batch_stats"]``. They are never used for anything (the target only
+  runs in training mode); they are kept so the target is a complete network that can be evaluated.
+* Projector and predictor: ``Linear(4096) - BN - ReLU - Linear(256)`` (appendix A / J.1); as
+  ``networks.MLP`` of the official code, the output layer has no bias (the hidden layer's bias is
+  dropped too, here: it feeds a BatchNorm, which cancels it).
+
+``method_state = {"target": {"params": {"encoder", "projector"}, "batch_stats": {...}}}``. The
+target starts as a copy of the online encoder and projector (the paper's algorithm 1 leaves the
+initialization open; the official code initializes it independently and reports no difference).
+``features`` is the online encoder, as the paper evaluates.
+
+The collapse monitor (:func:`ssl_jax.evaluate.monitors.embedding_std`) is computed on the online
+projection of view ``a`` (the target's projection of it differs only by the EMA lag).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from ssl_jax import losses, models
+from ssl_jax.evaluate.monitors import embedding_std
+from ssl_jax.methods import Method
+from ssl_jax.methods.common import cosine_momentum, ema, two_views
+from ssl_jax.models.heads import MLPHead
+from ssl_jax.models.nnx_utils import Bundle, Networks
+
+
+
+def default_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      proj_hidden_dim=4096,  # appendix A / J.1: projector Linear(4096)-BN-ReLU-Linear(256)
+      proj_dim=256,
+      proj_layers=2,  # 0: no projector, the predictor works on the encoder's output
+      pred_hidden_dim=4096,  # predictor: the same MLP on the 256-d projection
+      base_momentum=0.996,  # tau_base, section 3.2 (cosine schedule to 1)
+  ))
+
+
+def build_networks(config, *, with_predictor: bool) -> Networks:
+  """Encoder + projector (+ predictor for the online network) as one NNX module tree."""
+  kw = config.method_kwargs
+  dtype = jnp.dtype(config.compute_dtype)
+
+  def build(rngs, bn_axis_name):
+    encoder = models.build_encoder(config.encoder, rngs=rngs, bn_axis_name=bn_axis_name,
+                                   dtype=dtype, **config.encoder_kwargs.to_dict())
+    head = dict(output_bias=False, bn_axis_name=bn_axis_name, dtype=dtype, rngs=rngs)
+    nets = dict(encoder=encoder)
+    dim = encoder.out_features
+    if kw.proj_layers:
+      nets["projector"] = MLPHead(dim, kw.proj_hidden_dim, kw.proj_dim,
+                                  num_layers=kw.proj_layers, **head)
+      dim = kw.proj_dim
+    if with_predictor:
+      nets["predictor"] = MLPHead(dim, kw.pred_hidden_dim, dim, **head)
+    return Bundle(**nets)
+
+  return Networks(build)
+
+
+def make(config, *, total_steps: int | None = None) -> Method:
+  kw = config.method_kwargs
+  online_nets = build_networks(config, with_predictor=True)
+  target_nets = build_networks(config, with_predictor=False)
+  bn_axis = lambda axis_name: axis_name if config.sync_bn else None
+  target_keys = ("encoder", "projector") if kw.proj_layers else ("encoder",)
+
+  def embed(net, x):
+    y = net.encoder(x, train=True)
+    return net.projector(y, train=True) if kw.proj_layers else y
+
+  def init(rng, example_batch):
+    del example_batch  # the networks' shapes do not depend on the image size
+    params, batch_stats = online_nets.init(rng)
+    target = {"params": {k: params[k] for k in target_keys},
+              "batch_stats": {k: batch_stats[k] for k in target_keys if k in batch_stats}}
+    # Copies: the target must not share buffers with the online network (the state is donated).
+    return params, batch_stats, {"target": jax.tree.map(jnp.copy, target)}
+
+  def loss_fn(params, batch_stats, method_state, batch, rng, *, axis_name):
+    del rng
+    online = online_nets.bind(params, batch_stats, axis_name=bn_axis(axis_name))
+    target = target_nets.bind(method_state["target"]["params"],
+                              method_state["target"]["batch_stats"], axis_name=bn_axis(axis_name))
+    x_a, x_b = two_views(batch)
+
+    def online_forward(x):
+      z = embed(online, x)
+      return z, online.predictor(z, train=True)
+
+    def target_forward(x):
+      return jax.lax.stop_gradient(embed(target, x))
+
+    (z_a, p_a), (_, p_b) = online_forward(x_a), online_forward(x_b)
+    t_a, t_b = target_forward(x_a), target_forward(x_b)
+    loss = (losses.byol_loss(p_a, t_b, axis_name=axis_name)
+            + losses.byol_loss(p_b, t_a, axis_name=axis_name))
+    target_stats = target_nets.batch_stats(target)
+    if axis_name is not None and not config.sync_bn:
+      # Unsynced BatchNorm: keep the replicated target statistics identical on every device, as
+      # the engine does for the online ones.
+      target_stats = jax.lax.pmean(target_stats, axis_name)
+    new_state = {"target": {"params": method_state["target"]["params"],
+                            "batch_stats": target_stats}}
+    metrics = {"loss": loss, **embedding_std(z_a, axis_name=axis_name)}
+    return loss, (metrics, online_nets.batch_stats(online), new_state)
+
+  def update(params, batch_stats, method_state, step):
+    del batch_stats  # the target keeps its own BatchNorm statistics (see the module docstring)
+    momentum = cosine_momentum(step, total_steps, kw.base_momentum)
+    online = {k: params[k] for k in target_keys}
+    return {"target": {"params": ema(method_state["target"]["params"], online, momentum),
+                       "batch_stats": method_state["target"]["batch_stats"]}}
+
+  def features(params, batch_stats, images):
+    return online_nets.bind(params, batch_stats).encoder(images, train=False)
+
+  return Method(init=init, loss_fn=loss_fn, update=update, features=features)
