@@ -31,60 +31,24 @@ Data: ``tfds:imagenet2012`` as ArrayRecord (prepare it once with ``tfds build im
 --file_format=array_record`` and the manual download).
 """
 
-import ml_collections
-
-from ssl_jax.config import base_config
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZE = f"normalize(mean={IMAGENET_MEAN}, std={IMAGENET_STD})"
-
-
-def byol_view(size: int, *, blur_p: float, solarize_p: float) -> str:
-  """One of BYOL's two views (Grill et al. 2020, table 6) at ``size`` pixels."""
-  return "|".join([
-      f"random_resized_crop(size={size}, scale=(0.08, 1.0))", "flip_lr(p=0.5)",
-      "color_jitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=0.8)",
-      "grayscale(p=0.2)", f"gaussian_blur(p={blur_p}, sigma=(0.1, 2.0))",
-      f"solarize(p={solarize_p})", NORMALIZE])
+from ssl_jax import recipes
 
 
 def get_config(arg: str | None = None):
-  c = base_config()
-  c.method = "barlow_twins"
-  c.method_kwargs = ml_collections.ConfigDict(dict(
+  c = recipes.imagenet_config("barlow_twins")
+  c.method_kwargs.update(dict(
       lambda_=0.0051, scale_loss=1.0, proj_hidden_dim=8192, proj_dim=8192, proj_layers=3))
-  c.dataset = "tfds:imagenet2012"
-  c.train_split, c.test_split = "train", "validation"
-  c.data.image_size = 256
-  c.encoder = "resnet50"
-  c.encoder_kwargs.stem = "imagenet"
-  c.views.a = byol_view(224, blur_p=1.0, solarize_p=0.0)
-  c.views.b = byol_view(224, blur_p=0.1, solarize_p=0.2)
-  c.eval_preprocess = f"center_crop(size=224)|{NORMALIZE}"
+  c.views.a, c.views.b = recipes.byol_views(224, blur=True, normalize=recipes.IMAGENET_NORMALIZE)
   c.batch_size = 2048
   c.epochs = 1000
-  c.compute_dtype = "bfloat16"
   c.optimizer.update(name="lars", lr=0.2, lr_scaling="linear", base_batch=256,
                      weight_decay=1.5e-6, momentum=0.9, trust_coefficient=1e-3,
                      warmup_epochs=10.0, final_lr_fraction=0.001, exclude_bias_and_norm=True)
-  c.checkpoint.every_steps = 5000
-  c.log.every_steps = 100
-  c.eval.budgets = (1, 5, "1%", "10%", "all")
-  c.eval.batch_size = 1024
   if arg == "runlocal":
-    c.encoder = "resnet_tiny"
-    c.compute_dtype = "float32"
+    recipes.runlocal(c, proj_hidden_dim=64, proj_dim=64)
     c.data.image_size = 64
-    c.views.a = byol_view(56, blur_p=1.0, solarize_p=0.0)
-    c.views.b = byol_view(56, blur_p=0.1, solarize_p=0.2)
-    c.eval_preprocess = f"center_crop(size=56)|{NORMALIZE}"
-    c.batch_size = 16
-    c.total_steps = 2
-    c.method_kwargs.update(dict(proj_hidden_dim=64, proj_dim=64))
-    c.eval.budgets = (1, "all")
-    c.eval.num_draws = 2
-    c.eval.batch_size = 64
+    c.views.a, c.views.b = recipes.byol_views(56, blur=True, normalize=recipes.IMAGENET_NORMALIZE)
+    c.eval_preprocess = recipes.imagenet_eval_preprocess(56)
   elif arg:
     raise ValueError(f"barlow_twins_imagenet: unknown argument {arg!r}; valid: runlocal")
   return c

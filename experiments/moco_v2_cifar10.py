@@ -19,49 +19,27 @@ Data: ``tfds:cifar10`` read from ArrayRecord (prepare it once with ``tfds build 
 --file_format=array_record`` where the machine has internet).
 """
 
-from ssl_jax.config import base_config
+from ssl_jax import recipes
 
 # The demo's normalization constants.
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
-NORMALIZE = f"normalize(mean={CIFAR_MEAN}, std={CIFAR_STD})"
-VIEW = ("random_resized_crop(size=32, scale=(0.08, 1.0))|flip_lr(p=0.5)"
-        "|color_jitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8)"
-        f"|grayscale(p=0.2)|{NORMALIZE}")
+NORMALIZE = recipes.normalize(recipes.CIFAR_MEAN, CIFAR_STD)
 
 
 def get_config(arg: str | None = None):
-  c = base_config()
-  c.method = "moco_v2"
+  c = recipes.cifar10_config("moco_v2", normalize=NORMALIZE)
   c.method_kwargs.update(dict(temperature=0.1, queue_size=4096, momentum=0.99,
                               proj_hidden_dim=512, proj_dim=128, proj_layers=2, symmetric=False))
-  c.dataset = "tfds:cifar10"
-  c.train_split, c.test_split = "train", "test"
-  c.encoder = "resnet18"
-  c.encoder_kwargs.stem = "cifar"
-  c.views.a = VIEW
-  c.views.b = VIEW
-  c.eval_preprocess = NORMALIZE
+  c.views.a = c.views.b = recipes.simclr_view(32, normalize=NORMALIZE)
   c.batch_size = 512
   c.epochs = 200
-  c.compute_dtype = "bfloat16"
   c.optimizer.update(name="sgd", lr=0.03, lr_scaling="linear", weight_decay=5e-4, momentum=0.9,
                      warmup_epochs=0.0, exclude_bias_and_norm=False)
   c.checkpoint.every_steps = 2000
-  c.log.every_steps = 50
-  c.eval.budgets = (1, 5, 10, "1%", "10%", "all")
-  c.eval.batch_size = 1024
   if arg == "symmetric":
     c.method_kwargs.symmetric = True
   elif arg == "runlocal":
-    c.encoder = "resnet_tiny"
-    c.compute_dtype = "float32"
-    c.batch_size = 16
-    c.total_steps = 2
-    c.method_kwargs.update(queue_size=64, proj_hidden_dim=64, proj_dim=16)
-    c.eval.budgets = (1, "all")
-    c.eval.num_draws = 2
-    c.eval.batch_size = 64
+    recipes.runlocal(c, queue_size=64, proj_hidden_dim=64, proj_dim=16)
   elif arg:
     raise ValueError(f"moco_v2_cifar10: unknown argument {arg!r}; valid: symmetric, runlocal")
   return c

@@ -21,58 +21,27 @@ random resized crop sees the central square rather than the whole image (a fixed
 one size). Evaluation center-crops 224 of the 256 (the standard resize 256 / crop 224).
 """
 
-from ssl_jax.config import base_config
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZE = f"normalize(mean={IMAGENET_MEAN}, std={IMAGENET_STD})"
-
-
-def aug_plus(size: int) -> str:
-  """MoCo v2's "aug+" (official ``main_moco.py --aug-plus``) at crop size ``size``."""
-  return (f"random_resized_crop(size={size}, scale=(0.2, 1.0))"
-          "|color_jitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8)"
-          "|grayscale(p=0.2)|gaussian_blur(p=0.5, sigma=(0.1, 2.0))|flip_lr(p=0.5)"
-          f"|{NORMALIZE}")
+from ssl_jax import recipes
 
 
 def get_config(arg: str | None = None):
-  c = base_config()
-  c.method = "moco_v2"
+  c = recipes.imagenet_config("moco_v2", stem=None)
   c.method_kwargs.update(dict(temperature=0.2, queue_size=65536, momentum=0.999,
                               proj_hidden_dim=2048, proj_dim=128, proj_layers=2,
                               symmetric=False))
-  c.dataset = "tfds:imagenet2012"
-  c.train_split, c.test_split = "train", "validation"
-  c.data.image_size = 256
-  c.encoder = "resnet50"
-  c.views.a = aug_plus(224)
-  c.views.b = aug_plus(224)
-  c.eval_preprocess = f"center_crop(size=224)|{NORMALIZE}"
+  c.views.a = c.views.b = recipes.aug_plus(224, blur_p=0.5, normalize=recipes.IMAGENET_NORMALIZE)
   c.batch_size = 256
   c.epochs = 200
-  c.compute_dtype = "bfloat16"
   c.optimizer.update(name="sgd", lr=0.03, lr_scaling="linear", weight_decay=1e-4, momentum=0.9,
                      warmup_epochs=0.0, exclude_bias_and_norm=False)
-  c.checkpoint.every_steps = 5000
-  c.log.every_steps = 100
   c.eval.budgets = (1, 5, 10, "1%", "10%", "all")
-  c.eval.batch_size = 1024
   if arg == "800ep":
     c.epochs = 800
   elif arg == "runlocal":
-    c.encoder = "resnet_tiny"
+    recipes.runlocal(c, queue_size=64, proj_hidden_dim=64, proj_dim=16)
     c.data.image_size = 40
-    c.views.a = aug_plus(32)
-    c.views.b = aug_plus(32)
-    c.eval_preprocess = f"center_crop(size=32)|{NORMALIZE}"
-    c.compute_dtype = "float32"
-    c.batch_size = 16
-    c.total_steps = 2
-    c.method_kwargs.update(queue_size=64, proj_hidden_dim=64, proj_dim=16)
-    c.eval.budgets = (1, "all")
-    c.eval.num_draws = 2
-    c.eval.batch_size = 64
+    c.views.a = c.views.b = recipes.aug_plus(32, blur_p=0.5, normalize=recipes.IMAGENET_NORMALIZE)
+    c.eval_preprocess = recipes.imagenet_eval_preprocess(32)
   elif arg:
     raise ValueError(f"moco_v2_imagenet: unknown argument {arg!r}; valid: 800ep, runlocal")
   return c

@@ -20,49 +20,23 @@ Data: ``tfds:cifar10`` read from ArrayRecord (prepare it once with ``tfds build 
 --file_format=array_record`` where the machine has internet).
 """
 
-from ssl_jax.config import base_config
-
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
-NORMALIZE = f"normalize(mean={CIFAR_MEAN}, std={CIFAR_STD})"
-_COMMON = ("random_resized_crop(size=32, scale=(0.2, 1.0))"
-           "|color_jitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=0.8)"
-           "|grayscale(p=0.2)")
-VIEW_A = f"{_COMMON}|flip_lr(p=0.5)|{NORMALIZE}"
-VIEW_B = f"{_COMMON}|solarize(p=0.2)|flip_lr(p=0.5)|{NORMALIZE}"
+from ssl_jax import recipes
 
 
 def get_config(arg: str | None = None):
-  c = base_config()
-  c.method = "moco_v3"
+  c = recipes.cifar10_config("moco_v3")
   c.method_kwargs.update(dict(temperature=1.0, base_momentum=0.99, final_momentum=1.0,
                               proj_hidden_dim=4096, proj_dim=256, proj_layers=2,
                               pred_hidden_dim=4096, pred_layers=2))
-  c.dataset = "tfds:cifar10"
-  c.train_split, c.test_split = "train", "test"
-  c.encoder = "resnet18"
-  c.encoder_kwargs.stem = "cifar"
-  c.views.a = VIEW_A
-  c.views.b = VIEW_B
-  c.eval_preprocess = NORMALIZE
+  c.views.a, c.views.b = recipes.moco_v3_views(32, min_scale=0.2, blur=False,
+                                               normalize=recipes.CIFAR_NORMALIZE)
   c.batch_size = 512
   c.epochs = 300
-  c.compute_dtype = "bfloat16"
   c.optimizer.update(name="lars", lr=0.3, lr_scaling="linear", weight_decay=1e-6, momentum=0.9,
                      trust_coefficient=0.001, warmup_epochs=10.0, exclude_bias_and_norm=True)
   c.checkpoint.every_steps = 2000
-  c.log.every_steps = 50
-  c.eval.budgets = (1, 5, 10, "1%", "10%", "all")
-  c.eval.batch_size = 1024
   if arg == "runlocal":
-    c.encoder = "resnet_tiny"
-    c.compute_dtype = "float32"
-    c.batch_size = 16
-    c.total_steps = 2
-    c.method_kwargs.update(proj_hidden_dim=64, proj_dim=16, pred_hidden_dim=64)
-    c.eval.budgets = (1, "all")
-    c.eval.num_draws = 2
-    c.eval.batch_size = 64
+    recipes.runlocal(c, proj_hidden_dim=64, proj_dim=16, pred_hidden_dim=64)
   elif arg:
     raise ValueError(f"moco_v3_cifar10: unknown argument {arg!r}; valid: runlocal")
   return c

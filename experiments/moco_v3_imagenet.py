@@ -24,62 +24,34 @@ Data: ``tfds:imagenet2012`` (ArrayRecord; see ``moco_v2_imagenet.py``), stored a
 side resized to 256, center crop) and cropped on device; evaluation center-crops 224.
 """
 
-from ssl_jax.config import base_config
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZE = f"normalize(mean={IMAGENET_MEAN}, std={IMAGENET_STD})"
-
-
-def byol_views(size: int, min_scale: float = 0.08) -> tuple[str, str]:
-  """The asymmetric view pair of BYOL as MoCo v3's ``main_moco.py`` (colour jitter not
-  strengthened, crop scale ``(min_scale, 1)``)."""
-  common = (f"random_resized_crop(size={size}, scale=({min_scale}, 1.0))"
-            "|color_jitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=0.8)"
-            "|grayscale(p=0.2)")
-  a = f"{common}|gaussian_blur(p=1.0, sigma=(0.1, 2.0))|flip_lr(p=0.5)|{NORMALIZE}"
-  b = (f"{common}|gaussian_blur(p=0.1, sigma=(0.1, 2.0))|solarize(p=0.2)|flip_lr(p=0.5)"
-       f"|{NORMALIZE}")
-  return a, b
+from ssl_jax import recipes
 
 
 def get_config(arg: str | None = None):
-  c = base_config()
-  c.method = "moco_v3"
+  c = recipes.imagenet_config("moco_v3", stem=None)
   c.method_kwargs.update(dict(temperature=0.2, base_momentum=0.99, final_momentum=1.0,
                               proj_hidden_dim=4096, proj_dim=256, proj_layers=3,
                               pred_hidden_dim=4096, pred_layers=2))
-  c.dataset = "tfds:imagenet2012"
-  c.train_split, c.test_split = "train", "validation"
-  c.data.image_size = 256
   c.encoder = "vit_small"
   c.encoder_kwargs.update(dict(patch_size=16, image_size=224, pos_embed="sincos", pool="cls"))
-  c.views.a, c.views.b = byol_views(224)
-  c.eval_preprocess = f"center_crop(size=224)|{NORMALIZE}"
+  c.views.a, c.views.b = recipes.moco_v3_views(224, min_scale=0.08, blur=True,
+                                               normalize=recipes.IMAGENET_NORMALIZE)
   c.batch_size = 4096
   c.epochs = 300
-  c.compute_dtype = "bfloat16"
   c.optimizer.update(name="adamw", lr=1.5e-4, lr_scaling="linear", weight_decay=0.1, b1=0.9,
                      b2=0.999, warmup_epochs=40.0, exclude_bias_and_norm=False)
   c.checkpoint.every_steps = 2000
   c.log.every_steps = 50
   c.eval.budgets = (1, 5, 10, "1%", "10%", "all")
-  c.eval.batch_size = 1024
   if arg == "vit_base":
     c.encoder = "vit_base"
   elif arg == "runlocal":
-    c.encoder = "vit_micro"
+    recipes.runlocal(c, encoder="vit_micro", proj_hidden_dim=64, proj_dim=16, pred_hidden_dim=64)
     c.encoder_kwargs.update(dict(patch_size=8, image_size=32))
     c.data.image_size = 40
-    c.views.a, c.views.b = byol_views(32)
-    c.eval_preprocess = f"center_crop(size=32)|{NORMALIZE}"
-    c.compute_dtype = "float32"
-    c.batch_size = 16
-    c.total_steps = 2
-    c.method_kwargs.update(proj_hidden_dim=64, proj_dim=16, pred_hidden_dim=64)
-    c.eval.budgets = (1, "all")
-    c.eval.num_draws = 2
-    c.eval.batch_size = 64
+    c.views.a, c.views.b = recipes.moco_v3_views(32, min_scale=0.08, blur=True,
+                                                 normalize=recipes.IMAGENET_NORMALIZE)
+    c.eval_preprocess = recipes.imagenet_eval_preprocess(32)
   elif arg:
     raise ValueError(f"moco_v3_imagenet: unknown argument {arg!r}; valid: vit_base, runlocal")
   return c

@@ -22,48 +22,22 @@ on CIFAR. Data: ``tfds:cifar10`` from ArrayRecord (``tfds build cifar10
 --file_format=array_record``).
 """
 
-from ssl_jax.config import base_config
-
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
-NORMALIZE = f"normalize(mean={CIFAR_MEAN}, std={CIFAR_STD})"
-VIEW = ("random_resized_crop(size=32, scale=(0.2, 1.0))"
-        "|color_jitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8)"
-        f"|grayscale(p=0.2)|flip_lr(p=0.5)|{NORMALIZE}")
+from ssl_jax import recipes
 
 
 def get_config(arg: str | None = None):
-  c = base_config()
-  c.method = "simsiam"
+  c = recipes.cifar10_config("simsiam")
   c.method_kwargs.update(dict(proj_hidden_dim=2048, proj_dim=2048, proj_layers=2,
                               proj_output_norm="bn_noaffine", pred_hidden_dim=512,
                               stop_gradient=True))
-  c.dataset = "tfds:cifar10"
-  c.train_split, c.test_split = "train", "test"
-  c.encoder = "resnet18"
-  c.encoder_kwargs.stem = "cifar"
-  c.views.a = VIEW
-  c.views.b = VIEW
-  c.eval_preprocess = NORMALIZE
+  c.views.a = c.views.b = recipes.aug_plus(32, blur_p=0.0, normalize=recipes.CIFAR_NORMALIZE)
   c.batch_size = 512
   c.epochs = 800
-  c.compute_dtype = "bfloat16"
   c.optimizer.update(name="sgd", lr=0.03, lr_scaling="linear", base_batch=256,
                      weight_decay=5e-4, momentum=0.9, nesterov=False, warmup_epochs=0.0,
                      warmup_steps=0, exclude_bias_and_norm=False)
-  c.checkpoint.every_steps = 5000
-  c.log.every_steps = 50
-  c.eval.budgets = (1, 5, 10, "1%", "10%", "all")
-  c.eval.batch_size = 1024
   if arg == "runlocal":
-    c.encoder = "resnet_tiny"
-    c.compute_dtype = "float32"
-    c.batch_size = 16
-    c.total_steps = 2
-    c.method_kwargs.update(dict(proj_hidden_dim=64, proj_dim=64, pred_hidden_dim=16))
-    c.eval.budgets = (1, "all")
-    c.eval.num_draws = 2
-    c.eval.batch_size = 64
+    recipes.runlocal(c, proj_hidden_dim=64, proj_dim=64, pred_hidden_dim=16)
   elif arg:
     raise ValueError(f"simsiam_cifar10: unknown argument {arg!r}; valid: runlocal")
   return c

@@ -25,58 +25,26 @@ Data: ``tfds:imagenet2012`` as ArrayRecord (``tfds build imagenet2012
 --file_format=array_record`` with the manual download).
 """
 
-from ssl_jax.config import base_config
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZE = f"normalize(mean={IMAGENET_MEAN}, std={IMAGENET_STD})"
-
-
-def simsiam_view(size: int) -> str:
-  return (f"random_resized_crop(size={size}, scale=(0.2, 1.0))"
-          "|color_jitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8)"
-          "|grayscale(p=0.2)|gaussian_blur(p=0.5, sigma=(0.1, 2.0))|flip_lr(p=0.5)"
-          f"|{NORMALIZE}")
+from ssl_jax import recipes
 
 
 def get_config(arg: str | None = None):
-  c = base_config()
-  c.method = "simsiam"
+  c = recipes.imagenet_config("simsiam")
   c.method_kwargs.update(dict(proj_hidden_dim=2048, proj_dim=2048, proj_layers=3,
                               proj_output_norm="bn_noaffine", pred_hidden_dim=512,
                               stop_gradient=True))
-  c.dataset = "tfds:imagenet2012"
-  c.train_split, c.test_split = "train", "validation"
-  c.data.image_size = 256
-  c.encoder = "resnet50"
-  c.encoder_kwargs.stem = "imagenet"
   c.encoder_kwargs.zero_init_residual = True
-  c.views.a = simsiam_view(224)
-  c.views.b = simsiam_view(224)
-  c.eval_preprocess = f"center_crop(size=224)|{NORMALIZE}"
+  c.views.a = c.views.b = recipes.aug_plus(224, blur_p=0.5, normalize=recipes.IMAGENET_NORMALIZE)
   c.batch_size = 512
   c.epochs = 100
-  c.compute_dtype = "bfloat16"
   c.optimizer.update(name="sgd", lr=0.05, lr_scaling="linear", base_batch=256,
                      weight_decay=1e-4, momentum=0.9, nesterov=False, warmup_epochs=0.0,
                      warmup_steps=0, exclude_bias_and_norm=False)
-  c.checkpoint.every_steps = 5000
-  c.log.every_steps = 100
-  c.eval.budgets = (1, 5, "1%", "10%", "all")
-  c.eval.batch_size = 1024
   if arg == "runlocal":
-    c.encoder = "resnet_tiny"
-    c.compute_dtype = "float32"
+    recipes.runlocal(c, proj_hidden_dim=64, proj_dim=64, pred_hidden_dim=16)
     c.data.image_size = 64
-    c.views.a = simsiam_view(56)
-    c.views.b = simsiam_view(56)
-    c.eval_preprocess = f"center_crop(size=56)|{NORMALIZE}"
-    c.batch_size = 16
-    c.total_steps = 2
-    c.method_kwargs.update(dict(proj_hidden_dim=64, proj_dim=64, pred_hidden_dim=16))
-    c.eval.budgets = (1, "all")
-    c.eval.num_draws = 2
-    c.eval.batch_size = 64
+    c.views.a = c.views.b = recipes.aug_plus(56, blur_p=0.5, normalize=recipes.IMAGENET_NORMALIZE)
+    c.eval_preprocess = recipes.imagenet_eval_preprocess(56)
   elif arg:
     raise ValueError(f"simsiam_imagenet: unknown argument {arg!r}; valid: runlocal")
   return c

@@ -21,51 +21,23 @@ used here does not. Data: ``tfds:cifar10`` read from ArrayRecord (prepare it onc
 build cifar10 --file_format=array_record``).
 """
 
-import ml_collections
-
-from ssl_jax.config import base_config
-
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
-NORMALIZE = f"normalize(mean={CIFAR_MEAN}, std={CIFAR_STD})"
-VIEW = "|".join([
-    "random_resized_crop(size=32, scale=(0.2, 1.0))", "flip_lr(p=0.5)",
-    "color_jitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=0.8)",
-    "grayscale(p=0.2)", "solarize(p=0.1)", NORMALIZE])
+from ssl_jax import recipes
 
 
 def get_config(arg: str | None = None):
-  c = base_config()
-  c.method = "vicreg"
-  c.method_kwargs = ml_collections.ConfigDict(dict(
+  c = recipes.cifar10_config("vicreg")
+  c.method_kwargs.update(dict(
       sim_weight=25.0, var_weight=25.0, cov_weight=1.0, eps=1e-4, proj_hidden_dim=2048,
       proj_dim=2048, proj_layers=3))
-  c.dataset = "tfds:cifar10"
-  c.train_split, c.test_split = "train", "test"
-  c.encoder = "resnet18"
-  c.encoder_kwargs.stem = "cifar"
-  c.views.a = VIEW
-  c.views.b = VIEW
-  c.eval_preprocess = NORMALIZE
+  c.views.a = c.views.b = recipes.byol_view(32, blur_p=0.0, solarize_p=0.1, min_scale=0.2,
+                                            normalize=recipes.CIFAR_NORMALIZE)
   c.batch_size = 256
   c.epochs = 1000
-  c.compute_dtype = "bfloat16"
   c.optimizer.update(name="lars", lr=0.3, lr_scaling="linear", base_batch=256,
                      weight_decay=1e-4, momentum=0.9, trust_coefficient=0.02,
                      warmup_epochs=10.0, exclude_bias_and_norm=True)
-  c.checkpoint.every_steps = 5000
-  c.log.every_steps = 50
-  c.eval.budgets = (1, 5, 10, "1%", "10%", "all")
-  c.eval.batch_size = 1024
   if arg == "runlocal":
-    c.encoder = "resnet_tiny"
-    c.compute_dtype = "float32"
-    c.batch_size = 16
-    c.total_steps = 2
-    c.method_kwargs.update(dict(proj_hidden_dim=64, proj_dim=64))
-    c.eval.budgets = (1, "all")
-    c.eval.num_draws = 2
-    c.eval.batch_size = 64
+    recipes.runlocal(c, proj_hidden_dim=64, proj_dim=64)
   elif arg:
     raise ValueError(f"vicreg_cifar10: unknown argument {arg!r}; valid: runlocal")
   return c

@@ -31,12 +31,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import losses, models
+from ssl_jax import losses
 from ssl_jax.evaluate.monitors import embedding_std
 from ssl_jax.losses._utils import global_mean
 from ssl_jax.losses.redundancy import _standardize  # the loss's own standardization (same eps)
 from ssl_jax.methods import Method, no_update
-from ssl_jax.methods.common import two_views
+from ssl_jax.methods.common import (bn_axis, build_encoder, encoder_features, plain_init,
+                                   two_views)
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.nnx_utils import Bundle, Networks
 
@@ -57,8 +58,7 @@ def build_networks(config, *, hidden: int, out: int, layers: int) -> Networks:
   dtype = jnp.dtype(config.compute_dtype)
 
   def build(rngs, bn_axis_name):
-    encoder = models.build_encoder(config.encoder, rngs=rngs, bn_axis_name=bn_axis_name,
-                                   dtype=dtype, **config.encoder_kwargs.to_dict())
+    encoder = build_encoder(config, rngs, bn_axis_name)
     if layers == 0:
       return Bundle(encoder=encoder)
     projector = MLPHead(encoder.out_features, hidden, out, num_layers=layers, hidden_norm="bn",
@@ -90,17 +90,11 @@ def make(config, *, total_steps: int | None = None) -> Method:
                      f"{kw.scale_loss}.")
   nets = build_networks(config, hidden=kw.proj_hidden_dim, out=kw.proj_dim,
                         layers=kw.proj_layers)
-  bn_axis = lambda axis_name: axis_name if config.sync_bn else None
-
-  def init(rng, example_batch):
-    del example_batch  # the networks' shapes do not depend on the image size
-    params, batch_stats = nets.init(rng)
-    return params, batch_stats, {}
 
   def loss_fn(params, batch_stats, method_state, batch, rng, *, axis_name):
     del rng
     z_a, z_b, new_stats = embed_views(nets, params, batch_stats, batch,
-                                      axis_name=bn_axis(axis_name),
+                                      axis_name=bn_axis(config, axis_name),
                                       use_projector=kw.proj_layers > 0)
     unscaled = losses.barlow_twins(z_a, z_b, lambda_=kw.lambda_, axis_name=axis_name)
     loss = kw.scale_loss * unscaled
@@ -113,7 +107,5 @@ def make(config, *, total_steps: int | None = None) -> Method:
                **embedding_std(z_a, axis_name=axis_name)}
     return loss, (metrics, new_stats, method_state)
 
-  def features(params, batch_stats, images):
-    return nets.bind(params, batch_stats).encoder(images, train=False)
-
-  return Method(init=init, loss_fn=loss_fn, update=no_update, features=features)
+  return Method(init=plain_init(nets), loss_fn=loss_fn, update=no_update,
+                features=encoder_features(nets))

@@ -37,13 +37,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import losses, models
+from ssl_jax import losses
 from ssl_jax.evaluate.monitors import embedding_std
 from ssl_jax.methods import Method
-from ssl_jax.methods.common import cosine_momentum, ema, two_views
+from ssl_jax.methods.common import (bn_axis, build_encoder, cosine_momentum, encoder_features,
+                                   teacher_after_forward, teacher_init, teacher_update,
+                                   two_views)
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.nnx_utils import Bundle, Networks
-
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -62,8 +63,7 @@ def build_networks(config, *, with_predictor: bool) -> Networks:
   dtype = jnp.dtype(config.compute_dtype)
 
   def build(rngs, bn_axis_name):
-    encoder = models.build_encoder(config.encoder, rngs=rngs, bn_axis_name=bn_axis_name,
-                                   dtype=dtype, **config.encoder_kwargs.to_dict())
+    encoder = build_encoder(config, rngs, bn_axis_name)
     head = dict(output_bias=False, bn_axis_name=bn_axis_name, dtype=dtype, rngs=rngs)
     nets = dict(encoder=encoder)
     dim = encoder.out_features
@@ -82,7 +82,6 @@ def make(config, *, total_steps: int | None = None) -> Method:
   kw = config.method_kwargs
   online_nets = build_networks(config, with_predictor=True)
   target_nets = build_networks(config, with_predictor=False)
-  bn_axis = lambda axis_name: axis_name if config.sync_bn else None
   target_keys = ("encoder", "projector") if kw.proj_layers else ("encoder",)
 
   def embed(net, x):
@@ -92,16 +91,14 @@ def make(config, *, total_steps: int | None = None) -> Method:
   def init(rng, example_batch):
     del example_batch  # the networks' shapes do not depend on the image size
     params, batch_stats = online_nets.init(rng)
-    target = {"params": {k: params[k] for k in target_keys},
-              "batch_stats": {k: batch_stats[k] for k in target_keys if k in batch_stats}}
-    # Copies: the target must not share buffers with the online network (the state is donated).
-    return params, batch_stats, {"target": jax.tree.map(jnp.copy, target)}
+    return params, batch_stats, {"target": teacher_init(params, batch_stats, target_keys)}
 
   def loss_fn(params, batch_stats, method_state, batch, rng, *, axis_name):
     del rng
-    online = online_nets.bind(params, batch_stats, axis_name=bn_axis(axis_name))
+    online = online_nets.bind(params, batch_stats, axis_name=bn_axis(config, axis_name))
     target = target_nets.bind(method_state["target"]["params"],
-                              method_state["target"]["batch_stats"], axis_name=bn_axis(axis_name))
+                              method_state["target"]["batch_stats"],
+                              axis_name=bn_axis(config, axis_name))
     x_a, x_b = two_views(batch)
 
     def online_forward(x):
@@ -115,24 +112,15 @@ def make(config, *, total_steps: int | None = None) -> Method:
     t_a, t_b = target_forward(x_a), target_forward(x_b)
     loss = (losses.byol_loss(p_a, t_b, axis_name=axis_name)
             + losses.byol_loss(p_b, t_a, axis_name=axis_name))
-    target_stats = target_nets.batch_stats(target)
-    if axis_name is not None and not config.sync_bn:
-      # Unsynced BatchNorm: keep the replicated target statistics identical on every device, as
-      # the engine does for the online ones.
-      target_stats = jax.lax.pmean(target_stats, axis_name)
-    new_state = {"target": {"params": method_state["target"]["params"],
-                            "batch_stats": target_stats}}
+    new_state = {"target": teacher_after_forward(
+        method_state["target"], target_nets.batch_stats(target), axis_name=axis_name,
+        sync_bn=config.sync_bn)}
     metrics = {"loss": loss, **embedding_std(z_a, axis_name=axis_name)}
     return loss, (metrics, online_nets.batch_stats(online), new_state)
 
   def update(params, batch_stats, method_state, step):
     del batch_stats  # the target keeps its own BatchNorm statistics (see the module docstring)
     momentum = cosine_momentum(step, total_steps, kw.base_momentum)
-    online = {k: params[k] for k in target_keys}
-    return {"target": {"params": ema(method_state["target"]["params"], online, momentum),
-                       "batch_stats": method_state["target"]["batch_stats"]}}
+    return {"target": teacher_update(method_state["target"], params, momentum)}
 
-  def features(params, batch_stats, images):
-    return online_nets.bind(params, batch_stats).encoder(images, train=False)
-
-  return Method(init=init, loss_fn=loss_fn, update=update, features=features)
+  return Method(init=init, loss_fn=loss_fn, update=update, features=encoder_features(online_nets))

@@ -1,12 +1,17 @@
-"""Pieces shared by method modules: views, momentum (EMA) teachers and their schedules."""
+"""Pieces shared by method modules: networks, views, momentum (EMA) teachers and their schedules,
+queues."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
+
+from ssl_jax import models
+from ssl_jax.models.nnx_utils import Networks
 
 PyTree = Any
 
@@ -56,10 +61,93 @@ def gather_global(x: jax.Array, axis_name) -> jax.Array:
 
 
 def push(queue: jax.Array, ptr: jax.Array, rows: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Writes ``rows`` ``[b, D]`` into the ring buffer ``queue`` ``[K, D]`` at ``ptr`` (oldest
-  first, wrapping around); returns the new queue and pointer. ``b`` must divide ``K``."""
-  k, b = queue.shape[0], rows.shape[0]
-  if k % b:
-    raise ValueError(f"queue size {k} must be a multiple of the global batch {b}.")
-  queue = jax.lax.dynamic_update_slice(queue, rows.astype(queue.dtype), (ptr, 0))
-  return queue, (ptr + b) % k
+  """Writes ``rows`` ``[N, D]`` over the oldest rows of the ring buffer ``queue`` ``[K, D]`` from
+  row ``ptr`` (wrapping around); returns the new queue and pointer ``(ptr + N) % K``. ``N`` need
+  not divide ``K``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> q, p = push(jnp.zeros((3, 1)), jnp.int32(2), jnp.array([[1.0], [2.0]]))
+    >>> q[:, 0].tolist(), int(p)
+    ([2.0, 0.0, 1.0], 1)
+  """
+  size, n = queue.shape[0], rows.shape[0]
+  if n > size:
+    raise ValueError(f"A queue of {size} rows cannot take a global batch of {n} rows; make the "
+                     "queue at least as large as what one step pushes.")
+  index = (ptr + jnp.arange(n)) % size
+  return queue.at[index].set(rows.astype(queue.dtype)), ((ptr + n) % size).astype(jnp.int32)
+
+
+def build_encoder(config, rngs, bn_axis_name):
+  """The run's encoder: ``config.encoder`` with ``config.encoder_kwargs`` in the compute dtype,
+  BatchNorm synced over ``bn_axis_name`` (for a method's ``Networks`` build function)."""
+  return models.build_encoder(config.encoder, rngs=rngs, bn_axis_name=bn_axis_name,
+                              dtype=jnp.dtype(config.compute_dtype),
+                              **config.encoder_kwargs.to_dict())
+
+
+def encoder_width(config) -> int:
+  """``out_features`` of ``config.encoder`` (the embedding width without a head), built
+  abstractly: no parameter is computed."""
+  encoder = nnx.eval_shape(lambda: models.build_encoder(
+      config.encoder, rngs=nnx.Rngs(0), **config.encoder_kwargs.to_dict()))
+  return encoder.out_features
+
+
+def bn_axis(config, axis_name):
+  """The axis BatchNorm syncs its batch statistics over: the data axis when ``config.sync_bn``."""
+  return axis_name if config.sync_bn else None
+
+
+def plain_init(nets: Networks) -> Callable:
+  """``Method.init`` for a method whose only state is its networks (``method_state == {}``)."""
+
+  def init(rng, example_batch):
+    del example_batch  # the networks' shapes do not depend on the image size
+    params, batch_stats = nets.init(rng)
+    return params, batch_stats, {}
+
+  return init
+
+
+def encoder_features(nets: Networks) -> Callable:
+  """``Method.features``: the ``encoder`` of ``nets`` (before any head), BatchNorm in inference
+  mode, as every paper here evaluates."""
+
+  def features(params, batch_stats, images):
+    return nets.bind(params, batch_stats).encoder(images, train=False)
+
+  return features
+
+
+# Momentum (EMA) teachers: ``{"params": {name: ...}, "batch_stats": {name: ...}}`` holding copies
+# of the sub-networks ``names`` of the trained ones. The teacher runs in training mode (batch
+# statistics, as BYOL's and MoCo's official code) and keeps its *own* BatchNorm running averages,
+# updated by its forward passes; they are never used for training, only kept so the teacher is a
+# complete network.
+
+
+def teacher_init(params: PyTree, batch_stats: PyTree, names) -> PyTree:
+  """A teacher starting as a copy of the sub-networks ``names``. Copies, not views: the train
+  state is donated, so the teacher must not share buffers with the trained networks."""
+  teacher = {"params": {k: params[k] for k in names},
+             "batch_stats": {k: batch_stats[k] for k in names if k in batch_stats}}
+  return jax.tree.map(jnp.copy, teacher)
+
+
+def teacher_after_forward(teacher: PyTree, new_batch_stats: PyTree, *, axis_name,
+                          sync_bn: bool) -> PyTree:
+  """The teacher after its forward passes in ``loss_fn``: its new BatchNorm statistics; with
+  unsynced BatchNorm on several devices they are averaged so the replicated copy stays identical
+  on every device (as the engine does for the trained networks' statistics)."""
+  if axis_name is not None and not sync_bn:
+    new_batch_stats = jax.lax.pmean(new_batch_stats, axis_name)
+  return {"params": teacher["params"], "batch_stats": new_batch_stats}
+
+
+def teacher_update(teacher: PyTree, params: PyTree, momentum) -> PyTree:
+  """``Method.update`` of a teacher: its parameters move to the trained ones by :func:`ema`."""
+  online = {k: params[k] for k in teacher["params"]}
+  return {"params": ema(teacher["params"], online, momentum),
+          "batch_stats": teacher["batch_stats"]}

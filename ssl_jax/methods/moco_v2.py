@@ -54,13 +54,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
-from flax import nnx
 
-from ssl_jax import losses, models
+from ssl_jax import losses
 from ssl_jax.evaluate.monitors import embedding_std
-from ssl_jax.losses._utils import AxisName, l2_normalize
+from ssl_jax.losses._utils import l2_normalize
 from ssl_jax.methods import Method
-from ssl_jax.methods.common import ema, two_views
+from ssl_jax.methods.common import (bn_axis, build_encoder, ema, encoder_features, encoder_width,
+                                   gather_global, push, teacher_after_forward, two_views)
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.nnx_utils import Bundle, Networks
 
@@ -87,8 +87,7 @@ def build_networks(config) -> Networks:
   dtype = jnp.dtype(config.compute_dtype)
 
   def build(rngs, bn_axis_name):
-    encoder = models.build_encoder(config.encoder, rngs=rngs, bn_axis_name=bn_axis_name,
-                                   dtype=dtype, **config.encoder_kwargs.to_dict())
+    encoder = build_encoder(config, rngs, bn_axis_name)
     if kw.proj_layers == 0:
       return Bundle(encoder=encoder)
     projector = MLPHead(encoder.out_features, kw.proj_hidden_dim, kw.proj_dim,
@@ -97,42 +96,6 @@ def build_networks(config) -> Networks:
     return Bundle(encoder=encoder, projector=projector)
 
   return Networks(build)
-
-
-def gather_keys(keys: jax.Array, axis_name: AxisName) -> jax.Array:
-  """The ``[n, d]`` local keys of every device as one ``[N, d]`` array in global-batch order,
-  typed as replicated over ``axis_name``.
-
-  An ``all_gather`` result is typed as device-varying under ``shard_map(check_vma=True)`` and
-  could not be returned as replicated state; a ``psum`` of each device's rows placed at its offset
-  in zeros is replicated by type and exact (every sum adds zeros to one value).
-  """
-  if axis_name is None:
-    return keys
-  n = keys.shape[0]
-  total = jax.lax.psum(n, axis_name)
-  offset = jax.lax.axis_index(axis_name) * n
-  placed = jax.lax.dynamic_update_slice(jnp.zeros((total, keys.shape[1]), keys.dtype), keys,
-                                        (offset, 0))
-  return jax.lax.psum(placed, axis_name)
-
-
-def push(queue: jax.Array, ptr: jax.Array, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Writes ``keys`` ``[N, d]`` over the oldest rows of ``queue`` ``[K, d]`` from row ``ptr``
-  (wrapping around); returns the new queue and pointer ``(ptr + N) % K``.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> q, p = push(jnp.zeros((3, 1)), jnp.int32(2), jnp.array([[1.0], [2.0]]))
-    >>> q[:, 0].tolist(), int(p)
-    ([2.0, 0.0, 1.0], 1)
-  """
-  size, n = queue.shape[0], keys.shape[0]
-  if n > size:
-    raise ValueError(f"MoCo queue of {size} keys cannot take a global batch of {n} keys; set "
-                     "method_kwargs.queue_size >= the global batch size (x2 when symmetric).")
-  rows = (ptr + jnp.arange(n)) % size
-  return queue.at[rows].set(keys.astype(queue.dtype)), ((ptr + n) % size).astype(jnp.int32)
 
 
 def make(config, *, total_steps: int | None = None) -> Method:
@@ -144,7 +107,6 @@ def make(config, *, total_steps: int | None = None) -> Method:
                      f"step pushes (batch_size={config.batch_size}"
                      f"{', symmetric' if kw.symmetric else ''}).")
   nets = build_networks(config)
-  bn_axis = lambda axis_name: axis_name if config.sync_bn else None
 
   def init(rng, example_batch):
     del example_batch  # the networks' shapes do not depend on the image size
@@ -161,9 +123,9 @@ def make(config, *, total_steps: int | None = None) -> Method:
 
   def loss_fn(params, batch_stats, method_state, batch, rng, *, axis_name):
     del rng
-    query_net = nets.bind(params, batch_stats, axis_name=bn_axis(axis_name))
+    query_net = nets.bind(params, batch_stats, axis_name=bn_axis(config, axis_name))
     key_net = nets.bind(method_state["key"]["params"], method_state["key"]["batch_stats"],
-                        axis_name=bn_axis(axis_name))
+                        axis_name=bn_axis(config, axis_name))
 
     def embed(net, x):
       z = net.encoder(x, train=True)
@@ -182,12 +144,10 @@ def make(config, *, total_steps: int | None = None) -> Method:
                                    axis_name=axis_name)
       new_keys = [k_a, k_b]  # as the demo's torch.cat([k1, k2])
 
-    keys = jnp.concatenate([gather_keys(l2_normalize(k), axis_name) for k in new_keys])
+    keys = jnp.concatenate([gather_global(l2_normalize(k), axis_name) for k in new_keys])
     new_queue, new_ptr = push(method_state["queue"], method_state["queue_ptr"], keys)
-    key_stats = nets.batch_stats(key_net)
-    if axis_name is not None and not config.sync_bn:
-      key_stats = jax.lax.pmean(key_stats, axis_name)  # keep the replicated copy identical
-    new_state = {"key": {"params": method_state["key"]["params"], "batch_stats": key_stats},
+    new_state = {"key": teacher_after_forward(method_state["key"], nets.batch_stats(key_net),
+                                              axis_name=axis_name, sync_bn=config.sync_bn),
                  "queue": new_queue, "queue_ptr": new_ptr}
     positive = jnp.mean(jnp.sum(l2_normalize(q_a) * l2_normalize(k_b), axis=1))
     metrics = {"loss": loss, "positive_cosine": jax.lax.stop_gradient(positive),
@@ -199,15 +159,5 @@ def make(config, *, total_steps: int | None = None) -> Method:
     key_params = ema(method_state["key"]["params"], params, kw.momentum)
     return {**method_state, "key": {**method_state["key"], "params": key_params}}
 
-  def features(params, batch_stats, images):
-    return nets.bind(params, batch_stats).encoder(images, train=False)
+  return Method(init=init, loss_fn=loss_fn, update=update, features=encoder_features(nets))
 
-  return Method(init=init, loss_fn=loss_fn, update=update, features=features)
-
-
-def encoder_width(config) -> int:
-  """``out_features`` of ``config.encoder`` (the embedding width without a head), built
-  abstractly (no parameters are computed)."""
-  encoder = nnx.eval_shape(lambda: models.build_encoder(
-      config.encoder, rngs=nnx.Rngs(0), **config.encoder_kwargs.to_dict()))
-  return encoder.out_features

@@ -41,11 +41,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import losses, models
+from ssl_jax import losses
 from ssl_jax.evaluate.monitors import embedding_std
 from ssl_jax.losses._utils import l2_normalize
 from ssl_jax.methods import Method
-from ssl_jax.methods.common import cosine_momentum, ema, two_views
+from ssl_jax.methods.common import (bn_axis, build_encoder, cosine_momentum, encoder_features,
+                                   teacher_after_forward, teacher_init, teacher_update,
+                                   two_views)
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.nnx_utils import Bundle, Networks
 
@@ -72,8 +74,7 @@ def build_networks(config, *, with_predictor: bool) -> Networks:
   dtype = jnp.dtype(config.compute_dtype)
 
   def build(rngs, bn_axis_name):
-    encoder = models.build_encoder(config.encoder, rngs=rngs, bn_axis_name=bn_axis_name,
-                                   dtype=dtype, **config.encoder_kwargs.to_dict())
+    encoder = build_encoder(config, rngs, bn_axis_name)
     common = dict(hidden_norm="bn", output_bias=False, bn_axis_name=bn_axis_name, dtype=dtype,
                   rngs=rngs)
     projector = MLPHead(encoder.out_features, kw.proj_hidden_dim, kw.proj_dim,
@@ -91,22 +92,18 @@ def make(config, *, total_steps: int | None = None) -> Method:
   kw = config.method_kwargs
   base_nets = build_networks(config, with_predictor=True)
   momentum_nets = build_networks(config, with_predictor=False)
-  bn_axis = lambda axis_name: axis_name if config.sync_bn else None
 
   def init(rng, example_batch):
     del example_batch  # the networks' shapes do not depend on the image size
     params, batch_stats = base_nets.init(rng)
-    momentum = {"params": {k: params[k] for k in MOMENTUM_KEYS},
-                "batch_stats": {k: batch_stats[k] for k in MOMENTUM_KEYS if k in batch_stats}}
-    # Copies: the momentum network must not share buffers with the base one (state is donated).
-    return params, batch_stats, {"momentum": jax.tree.map(jnp.copy, momentum)}
+    return params, batch_stats, {"momentum": teacher_init(params, batch_stats, MOMENTUM_KEYS)}
 
   def loss_fn(params, batch_stats, method_state, batch, rng, *, axis_name):
     del rng
-    base = base_nets.bind(params, batch_stats, axis_name=bn_axis(axis_name))
+    base = base_nets.bind(params, batch_stats, axis_name=bn_axis(config, axis_name))
     mom = momentum_nets.bind(method_state["momentum"]["params"],
                              method_state["momentum"]["batch_stats"],
-                             axis_name=bn_axis(axis_name))
+                             axis_name=bn_axis(config, axis_name))
     x1, x2 = two_views(batch)
 
     def query(x):
@@ -124,11 +121,9 @@ def make(config, *, total_steps: int | None = None) -> Method:
     k1, k2 = key(x1), key(x2)
     loss = ctr(q1, k2) + ctr(q2, k1)
 
-    mom_stats = momentum_nets.batch_stats(mom)
-    if axis_name is not None and not config.sync_bn:
-      mom_stats = jax.lax.pmean(mom_stats, axis_name)  # keep the replicated copy identical
-    new_state = {"momentum": {"params": method_state["momentum"]["params"],
-                              "batch_stats": mom_stats}}
+    new_state = {"momentum": teacher_after_forward(
+        method_state["momentum"], momentum_nets.batch_stats(mom), axis_name=axis_name,
+        sync_bn=config.sync_bn)}
     positive = jnp.mean(jnp.sum(l2_normalize(q1) * l2_normalize(k2), axis=1))
     metrics = {"loss": loss, "positive_cosine": jax.lax.stop_gradient(positive),
                **embedding_std(q1, axis_name=axis_name)}
@@ -137,14 +132,9 @@ def make(config, *, total_steps: int | None = None) -> Method:
   def update(params, batch_stats, method_state, step):
     del batch_stats  # the momentum network keeps its own BatchNorm statistics
     m = momentum_at(step + 1, total_steps, kw)
-    online = {k: params[k] for k in MOMENTUM_KEYS}
-    return {"momentum": {"params": ema(method_state["momentum"]["params"], online, m),
-                         "batch_stats": method_state["momentum"]["batch_stats"]}}
+    return {"momentum": teacher_update(method_state["momentum"], params, m)}
 
-  def features(params, batch_stats, images):
-    return base_nets.bind(params, batch_stats).encoder(images, train=False)
-
-  return Method(init=init, loss_fn=loss_fn, update=update, features=features)
+  return Method(init=init, loss_fn=loss_fn, update=update, features=encoder_features(base_nets))
 
 
 def momentum_at(step, total_steps: int | None, kw) -> jax.Array:

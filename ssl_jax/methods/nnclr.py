@@ -24,7 +24,7 @@ networks separately (BatchNorm statistics of one view, synced over the data axis
 ordered oldest first. It starts as random unit vectors (label -1), as solo-learn and lightly do.
 Each step looks neighbours up in the queue *before* the push, then pushes the L2-normalized
 projections of the first view of the whole global batch, in global-batch order: the rows are
-all-gathered over ``axis_name`` (exactly, as a ``psum`` of zero-padded shards, so the queue stays
+all-gathered over ``axis_name`` (:func:`ssl_jax.methods.common.gather_global`, so the queue stays
 replicated and identical on every device and for any device count), the oldest rows drop out and
 ``queue[-N:]`` holds the new batch. The push is part of ``loss_fn``'s returned method state, so a
 step skipped for a non-finite loss pushes nothing (the engine holds the method state back).
@@ -41,13 +41,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
-from flax import nnx
 
-from ssl_jax import losses, models
+from ssl_jax import losses
 from ssl_jax.evaluate.monitors import embedding_std
 from ssl_jax.losses._utils import global_mean, l2_normalize
 from ssl_jax.methods import Method, no_update
-from ssl_jax.methods.common import two_views
+from ssl_jax.methods.common import (bn_axis, build_encoder, encoder_features, encoder_width,
+                                   gather_global, two_views)
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.nnx_utils import Bundle, Networks
 
@@ -73,8 +73,7 @@ def build_networks(config) -> Networks:
   dtype = jnp.dtype(config.compute_dtype)
 
   def build(rngs, bn_axis_name):
-    encoder = models.build_encoder(config.encoder, rngs=rngs, bn_axis_name=bn_axis_name,
-                                   dtype=dtype, **config.encoder_kwargs.to_dict())
+    encoder = build_encoder(config, rngs, bn_axis_name)
     head = dict(hidden_norm="bn", bn_axis_name=bn_axis_name, dtype=dtype, rngs=rngs)
     nets = dict(encoder=encoder)
     if kw.proj_layers:
@@ -88,26 +87,6 @@ def build_networks(config) -> Networks:
     return Bundle(**nets)
 
   return Networks(build)
-
-
-def encoder_dim(config) -> int:
-  """The width of the encoder's representation (built abstractly: no memory, no compute)."""
-  encoder = nnx.eval_shape(lambda: models.build_encoder(
-      config.encoder, rngs=nnx.Rngs(0), **config.encoder_kwargs.to_dict()))
-  return encoder.out_features
-
-
-def gather_replicated(x: jax.Array, axis_name) -> jax.Array:
-  """All-gathers the shards ``x`` ``[n, ...]`` into ``[n * devices, ...]`` in device order, as a
-  value replicated over ``axis_name`` (a ``psum`` of zero-padded shards: exact, and typed as
-  invariant under ``shard_map``'s ``check_vma``, which a plain ``all_gather`` is not)."""
-  if axis_name is None:
-    return x
-  n = x.shape[0]
-  total = jax.lax.psum(n, axis_name)
-  padded = jnp.zeros((total,) + x.shape[1:], x.dtype)
-  padded = jax.lax.dynamic_update_slice_in_dim(padded, x, jax.lax.axis_index(axis_name) * n, 0)
-  return jax.lax.psum(padded, axis_name)
 
 
 def push(queue: jax.Array, rows: jax.Array) -> jax.Array:
@@ -127,8 +106,7 @@ def make(config, *, total_steps: int | None = None) -> Method:
   if kw.proj_output_norm not in OUTPUT_NORMS:
     raise ValueError(f"nnclr: proj_output_norm={kw.proj_output_norm!r}; valid: {OUTPUT_NORMS}.")
   nets = build_networks(config)
-  dim = kw.proj_dim if kw.proj_layers else encoder_dim(config)
-  bn_axis = lambda axis_name: axis_name if config.sync_bn else None
+  dim = kw.proj_dim if kw.proj_layers else encoder_width(config)
 
   def init(rng, example_batch):
     del example_batch  # the networks' shapes do not depend on the image size
@@ -140,7 +118,7 @@ def make(config, *, total_steps: int | None = None) -> Method:
 
   def loss_fn(params, batch_stats, method_state, batch, rng, *, axis_name):
     del rng
-    model = nets.bind(params, batch_stats, axis_name=bn_axis(axis_name))
+    model = nets.bind(params, batch_stats, axis_name=bn_axis(config, axis_name))
     z, p = [], []
     for x in two_views(batch):
       h = model.encoder(x, train=True)
@@ -161,13 +139,10 @@ def make(config, *, total_steps: int | None = None) -> Method:
       metrics["nn_acc"] = global_mean(same, axis_name)
     else:
       labels = jnp.full((z_a.shape[0],), -1, jnp.int32)
-    new_rows = gather_replicated(l2_normalize(jax.lax.stop_gradient(z_a)), axis_name)
-    new_labels = gather_replicated(labels.astype(jnp.int32), axis_name)
+    new_rows = gather_global(l2_normalize(jax.lax.stop_gradient(z_a)), axis_name)
+    new_labels = gather_global(labels.astype(jnp.int32), axis_name)
     new_state = {"queue": push(queue, new_rows),
                  "queue_label": push(method_state["queue_label"], new_labels)}
     return loss, (metrics, nets.batch_stats(model), new_state)
 
-  def features(params, batch_stats, images):
-    return nets.bind(params, batch_stats).encoder(images, train=False)
-
-  return Method(init=init, loss_fn=loss_fn, update=no_update, features=features)
+  return Method(init=init, loss_fn=loss_fn, update=no_update, features=encoder_features(nets))

@@ -39,11 +39,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import losses, models
+from ssl_jax import losses
 from ssl_jax.evaluate.monitors import embedding_std
 from ssl_jax.losses._utils import AxisName, global_mean, l2_normalize
 from ssl_jax.methods import Method, no_update
-from ssl_jax.methods.common import two_views
+from ssl_jax.methods.common import (bn_axis, build_encoder, encoder_features, plain_init,
+                                   two_views)
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.nnx_utils import Bundle, Networks
 
@@ -76,8 +77,7 @@ def build_networks(config) -> Networks:
   dtype = jnp.dtype(config.compute_dtype)
 
   def build(rngs, bn_axis_name):
-    encoder = models.build_encoder(config.encoder, rngs=rngs, bn_axis_name=bn_axis_name,
-                                   dtype=dtype, **config.encoder_kwargs.to_dict())
+    encoder = build_encoder(config, rngs, bn_axis_name)
     head = dict(bn_axis_name=bn_axis_name, dtype=dtype, rngs=rngs)
     projector = MLPHead(encoder.out_features, kw.proj_hidden_dim, kw.proj_dim,
                         num_layers=kw.proj_layers,
@@ -93,17 +93,11 @@ def make(config, *, total_steps: int | None = None) -> Method:
   del total_steps  # no schedule of its own
   kw = config.method_kwargs
   nets = build_networks(config)
-  bn_axis = lambda axis_name: axis_name if config.sync_bn else None
   criterion = losses.negative_cosine if kw.stop_gradient else negative_cosine_no_stop_gradient
-
-  def init(rng, example_batch):
-    del example_batch  # the networks' shapes do not depend on the image size
-    params, batch_stats = nets.init(rng)
-    return params, batch_stats, {}
 
   def loss_fn(params, batch_stats, method_state, batch, rng, *, axis_name):
     del rng
-    model = nets.bind(params, batch_stats, axis_name=bn_axis(axis_name))
+    model = nets.bind(params, batch_stats, axis_name=bn_axis(config, axis_name))
     x_a, x_b = two_views(batch)
 
     def forward(x):
@@ -116,7 +110,5 @@ def make(config, *, total_steps: int | None = None) -> Method:
     metrics = {"loss": loss, **embedding_std(z_a, axis_name=axis_name)}
     return loss, (metrics, nets.batch_stats(model), method_state)
 
-  def features(params, batch_stats, images):
-    return nets.bind(params, batch_stats).encoder(images, train=False)
-
-  return Method(init=init, loss_fn=loss_fn, update=no_update, features=features)
+  return Method(init=plain_init(nets), loss_fn=loss_fn, update=no_update,
+                features=encoder_features(nets))

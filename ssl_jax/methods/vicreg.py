@@ -30,6 +30,7 @@ from ssl_jax.evaluate.monitors import embedding_std
 from ssl_jax.losses._utils import global_count, global_mean
 from ssl_jax.methods import Method, no_update
 from ssl_jax.methods.barlow_twins import build_networks, embed_views
+from ssl_jax.methods.common import bn_axis, encoder_features, plain_init
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -64,17 +65,11 @@ def make(config, *, total_steps: int | None = None) -> Method:
     raise ValueError(f"vicreg: proj_layers must be >= 0, got {kw.proj_layers}.")
   nets = build_networks(config, hidden=kw.proj_hidden_dim, out=kw.proj_dim,
                         layers=kw.proj_layers)
-  bn_axis = lambda axis_name: axis_name if config.sync_bn else None
-
-  def init(rng, example_batch):
-    del example_batch  # the networks' shapes do not depend on the image size
-    params, batch_stats = nets.init(rng)
-    return params, batch_stats, {}
 
   def loss_fn(params, batch_stats, method_state, batch, rng, *, axis_name):
     del rng
     z_a, z_b, new_stats = embed_views(nets, params, batch_stats, batch,
-                                      axis_name=bn_axis(axis_name),
+                                      axis_name=bn_axis(config, axis_name),
                                       use_projector=kw.proj_layers > 0)
     loss = losses.vicreg(z_a, z_b, sim_weight=kw.sim_weight, var_weight=kw.var_weight,
                          cov_weight=kw.cov_weight, eps=kw.eps, axis_name=axis_name)
@@ -86,7 +81,5 @@ def make(config, *, total_steps: int | None = None) -> Method:
       metrics["vicreg_covariance"] = rest / kw.cov_weight
     return loss, (metrics, new_stats, method_state)
 
-  def features(params, batch_stats, images):
-    return nets.bind(params, batch_stats).encoder(images, train=False)
-
-  return Method(init=init, loss_fn=loss_fn, update=no_update, features=features)
+  return Method(init=plain_init(nets), loss_fn=loss_fn, update=no_update,
+                features=encoder_features(nets))

@@ -1,28 +1,15 @@
 """Barlow Twins: the method contract and its loss terms, a 2-step smoke run on 8 devices, and
 learning on digits."""
 
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ssl_jax import losses, methods
-from ssl_jax.train.loop import build, example_batch, load_train_source
 
-EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
 HEADS = {"method": "barlow_twins", "method_kwargs.proj_hidden_dim": 32,
          "method_kwargs.proj_dim": 24}
-
-
-def _batches(source, batch_size, seed=0):
-  rng = np.random.default_rng(seed)
-  while True:
-    idx = rng.choice(len(source), batch_size, replace=False)
-    yield {"image": np.stack([source[int(i)]["image"] for i in idx]),
-           "label": np.array([source[int(i)]["label"] for i in idx], np.int32),
-           "index": idx.astype(np.int32)}
 
 
 def test_defaults_follow_the_paper():
@@ -74,40 +61,12 @@ def test_contract_and_loss_terms(make_config):
                    axis_name=None)
 
 
-def test_two_steps_on_eight_devices(make_config):
-  config = make_config(**HEADS, total_steps=2)
-  source = load_train_source(config)
-  _, engine, _ = build(config, len(source), source.image_shape)
-  assert engine.num_devices == 8 and engine.mode == "shard_map"
-  state = engine.init_state(jax.random.key(0), example_batch(64, source.image_shape))
-  start = jax.device_get(state.params)
-  batches = _batches(source, 64)
-  for _ in range(2):
-    state, metrics = engine.step(state, engine.put_batch(next(batches)))
-    assert np.isfinite(metrics["loss"]) and metrics["skipped"] == 0
-    assert all(np.isfinite(metrics[k]) for k in ("bt_on_diag", "bt_off_diag",
-                                                 "embedding_std_ratio"))
-  assert int(state.step) == 2
-  moved = jax.tree.map(lambda a, b: not np.allclose(a, b), start, jax.device_get(state.params))
-  assert all(jax.tree.leaves(moved))
+def test_two_steps_on_eight_devices(make_config, two_steps_on_eight_devices):
+  two_steps_on_eight_devices(make_config(**HEADS, total_steps=2), ("bt_on_diag", "bt_off_diag"))
 
 
 @pytest.mark.slow
-def test_learns_on_digits(tmp_path):
+def test_learns_on_digits(learns_on_digits):
   """A short run of the digits recipe: the encoder's features beat the same network at random
   init on every paired label draw, with 1 and 5 labels per class."""
-  from ssl_jax import config as config_lib
-  from ssl_jax.evaluate.runner import evaluate_workdir
-  from ssl_jax.train.loop import pretrain
-
-  config = config_lib.load_config(str(EXPERIMENTS / "barlow_twins_digits.py"), [
-      ("total_steps", "150"), ("quiet", "True"), ("log.tensorboard", "False"),
-      ("eval.budgets", "(1, 5)"), ("eval.protocols", "('linear',)")])
-  pretrain(config, str(tmp_path))
-  results, info = evaluate_workdir(str(tmp_path), print_table=False, return_info=True)
-  per_draw = info["per_draw"]["linear"]
-  print(results, per_draw)
-  for budget in ("1", "5"):
-    ssl, rand = (np.array(per_draw[s][budget]) for s in ("ssl", "random_init"))
-    assert len(ssl) == 5
-    assert (ssl - rand).min() > 0.05, (budget, ssl, rand)
+  learns_on_digits("barlow_twins", 150, margin=0.05)

@@ -1,8 +1,6 @@
 """BYOL: the method contract, the EMA target (scheduled momentum, skipped steps), a 2-step smoke
 run on 8 devices, and learning on digits."""
 
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,20 +8,9 @@ import pytest
 
 from ssl_jax import losses, methods
 from ssl_jax.methods.common import cosine_momentum
-from ssl_jax.train.loop import build, example_batch, load_train_source
 
-EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
 HEADS = {"method": "byol", "method_kwargs.proj_hidden_dim": 32, "method_kwargs.proj_dim": 8,
          "method_kwargs.pred_hidden_dim": 32}
-
-
-def _batches(source, batch_size, seed=0):
-  rng = np.random.default_rng(seed)
-  while True:
-    idx = rng.choice(len(source), batch_size, replace=False)
-    yield {"image": np.stack([source[int(i)]["image"] for i in idx]),
-           "label": np.array([source[int(i)]["label"] for i in idx], np.int32),
-           "index": idx.astype(np.int32)}
 
 
 def test_defaults_follow_the_paper():
@@ -98,45 +85,22 @@ def test_update_needs_total_steps(make_config):
     method.update(params, stats, mstate, 0)
 
 
-def test_two_steps_on_eight_devices(make_config):
-  config = make_config(**HEADS, total_steps=2)
-  source = load_train_source(config)
-  _, engine, _ = build(config, len(source), source.image_shape)
-  assert engine.num_devices == 8 and engine.mode == "shard_map"
-  state = engine.init_state(jax.random.key(0), example_batch(64, source.image_shape))
-  start = jax.device_get((state.params, state.method_state))
-  batches = _batches(source, 64)
-  for _ in range(2):
-    state, metrics = engine.step(state, engine.put_batch(next(batches)))
-    assert np.isfinite(metrics["loss"]) and metrics["skipped"] == 0
-    assert np.isfinite(metrics["embedding_std_ratio"])
-  assert int(state.step) == 2
-  params, mstate = jax.device_get((state.params, state.method_state))
-  moved = jax.tree.map(lambda a, b: not np.allclose(a, b), start[0], params)
-  assert all(jax.tree.leaves(moved))
-  # The target follows by (1 - 0.996) of the online change: small, but every leaf moves.
-  moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), start[1]["target"]["params"],
-                       mstate["target"]["params"])
-  assert all(jax.tree.leaves(moved))
+def test_two_steps_on_eight_devices(make_config, two_steps_on_eight_devices):
+  two_steps_on_eight_devices(make_config(**HEADS, total_steps=2))
 
 
-def test_target_is_scheduled_ema_and_skipped_steps_leave_it(make_config):
+def test_target_is_scheduled_ema_and_skipped_steps_leave_it(make_config, digits_batches,
+                                                            run_steps):
   """On 8 devices through the engine: after each step the target is ``m * target + (1 - m) *
   online`` with BYOL's cosine momentum at that step; a non-finite step (``debug.nan_at_step``)
   leaves the target, and its BN statistics, untouched."""
   total, base = 4, 0.9  # a short schedule so the momentum changes visibly from step to step
   config = make_config(**HEADS, total_steps=total, **{"method_kwargs.base_momentum": base,
                                                       "debug.nan_at_step": 1})
-  source = load_train_source(config)
-  _, engine, _ = build(config, len(source), source.image_shape)
-  state = engine.init_state(jax.random.key(0), example_batch(64, source.image_shape))
-  batches = _batches(source, 64, seed=1)
-  snap = lambda s: jax.device_get((s.params, s.method_state["target"]))
-  history = [snap(state)]
-  for _ in range(3):
-    state, metrics = engine.step(state, engine.put_batch(next(batches)))
-    history.append(snap(state))
-    assert metrics["skipped"] == (int(state.step) == 2)
+  source, batches = digits_batches(config, 3, seed=1)
+  _, states, metrics = run_steps(config, source, batches)
+  assert [int(m["skipped"]) for m in metrics] == [0, 1, 0]
+  history = [(s.params, s.method_state["target"]) for s in states]
   for step in (0, 2):  # finite steps
     m = float(cosine_momentum(step, total, base))
     online = {k: history[step + 1][0][k] for k in ("encoder", "projector")}
@@ -151,21 +115,7 @@ def test_target_is_scheduled_ema_and_skipped_steps_leave_it(make_config):
 
 
 @pytest.mark.slow
-def test_learns_on_digits(tmp_path):
-  """A short run of the digits recipe: the online encoder's features beat the same network at
-  random init on every paired label draw, with 1 and 5 labels per class."""
-  from ssl_jax import config as config_lib
-  from ssl_jax.evaluate.runner import evaluate_workdir
-  from ssl_jax.train.loop import pretrain
-
-  config = config_lib.load_config(str(EXPERIMENTS / "byol_digits.py"), [
-      ("total_steps", "150"), ("quiet", "True"), ("log.tensorboard", "False"),
-      ("eval.budgets", "(1, 5)"), ("eval.protocols", "('linear',)")])
-  pretrain(config, str(tmp_path))
-  results, info = evaluate_workdir(str(tmp_path), print_table=False, return_info=True)
-  per_draw = info["per_draw"]["linear"]
-  print(results, per_draw)
-  for budget in ("1", "5"):
-    ssl, rand = (np.array(per_draw[s][budget]) for s in ("ssl", "random_init"))
-    assert len(ssl) == 5
-    assert (ssl - rand).min() > 0.05, (budget, ssl, rand)
+def test_learns_on_digits(learns_on_digits):
+  """A short run of the digits recipe: the encoder's features beat the same network at random
+  init on every paired label draw, with 1 and 5 labels per class."""
+  learns_on_digits("byol", 150, margin=0.05)

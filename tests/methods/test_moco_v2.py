@@ -2,7 +2,6 @@
 nothing pushed by a skipped step, checkpointed), the momentum update, and learning on digits."""
 
 import functools
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -12,9 +11,7 @@ import pytest
 from ssl_jax import methods
 from ssl_jax.methods import moco_v2
 from ssl_jax.train.checkpoint import Checkpointer
-from ssl_jax.train.loop import build, example_batch, load_train_source
 
-EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
 SMALL = {"method": "moco_v2", "method_kwargs.queue_size": 160, "method_kwargs.proj_hidden_dim": 32,
          "method_kwargs.proj_dim": 8, "method_kwargs.momentum": 0.9}
 SYMMETRIC = {**SMALL, "method_kwargs.symmetric": True}
@@ -102,52 +99,26 @@ def test_momentum_update(make_config):
   assert int(new["queue_ptr"]) == 0
 
 
-def _batches(source, n, size=64):
-  rng = np.random.default_rng(0)
-  out = []
-  for _ in range(n):
-    idx = rng.choice(len(source), size, replace=False)
-    out.append({"image": np.stack([source[int(i)]["image"] for i in idx]),
-                "label": np.array([source[int(i)]["label"] for i in idx], np.int32),
-                "index": idx.astype(np.int32)})
-  return out
-
-
-def _run(config, source, batches, devices=None):
-  """Steps the engine over ``batches``; returns the engine and the host state after each step."""
-  _, engine, _ = build(config, len(source), source.image_shape, devices=devices)
-  state = engine.init_state(jax.random.key(0), example_batch(64, source.image_shape))
-  states, metrics = [jax.device_get(state)], []
-  for batch in batches:
-    placed = engine.put_batch(batch)
-    assert len(placed["image"].sharding.device_set) == engine.num_devices
-    state, m = engine.step(state, placed)
-    states.append(jax.device_get(state))
-    metrics.append(jax.device_get(m))
-  return engine, states, metrics
-
-
 _RUNS = {}
 
 
 @pytest.fixture
-def runs(make_config):
+def runs(make_config, digits_batches, run_steps):
   """Two steps on 8 devices (shard_map, the default); the same two steps on 1 device followed by
   a third step whose loss is made NaN (``debug.nan_at_step``). Computed once per module. The loss
   is the symmetric one (as the digits recipe): each step pushes 2 x 64 keys into a queue of 160,
   so the second push wraps around."""
   if not _RUNS:
-    _RUNS["runs"] = _two_runs(make_config)
+    _RUNS["runs"] = _two_runs(make_config, digits_batches, run_steps)
   return _RUNS["runs"]
 
 
-def _two_runs(make_config):
+def _two_runs(make_config, digits_batches, run_steps):
   config8 = make_config(**SYMMETRIC, total_steps=3)
   config1 = make_config(**SYMMETRIC, total_steps=3, **{"debug.nan_at_step": 2})
-  source = load_train_source(config8)
-  batches = _batches(source, 3)
-  engine8, states8, metrics8 = _run(config8, source, batches[:2])
-  engine1, states1, metrics1 = _run(config1, source, batches, devices=jax.devices()[:1])
+  source, batches = digits_batches(config8, 3)
+  engine8, states8, metrics8 = run_steps(config8, source, batches[:2])
+  engine1, states1, metrics1 = run_steps(config1, source, batches, devices=jax.devices()[:1])
   assert (engine8.num_devices, engine8.mode, engine1.num_devices) == (8, "shard_map", 1)
   return states8, metrics8, states1, metrics1
 
@@ -206,23 +177,8 @@ def test_queue_is_checkpointed(runs, tmp_path):
 
 
 @pytest.mark.slow
-def test_learns_on_digits(tmp_path):
-  """A short run of the digits recipe: SSL features beat the same network at random init (and
-  raw pixels) on every paired label draw, with 1 and 5 labels per class."""
-  from ssl_jax import config as config_lib  # pylint: disable=import-outside-toplevel
-  from ssl_jax.evaluate.runner import evaluate_workdir  # pylint: disable=import-outside-toplevel
-  from ssl_jax.train.loop import pretrain  # pylint: disable=import-outside-toplevel
-
-  config = config_lib.load_config(str(EXPERIMENTS / "moco_v2_digits.py"), [
-      ("total_steps", "250"), ("quiet", "True"), ("log.tensorboard", "False"),
-      ("checkpoint.every_steps", "0"), ("eval.budgets", "(1, 5)"),
-      ("eval.protocols", "('linear',)")])
-  pretrain(config, str(tmp_path))
-  results, info = evaluate_workdir(str(tmp_path), print_table=False, return_info=True)
-  per_draw = info["per_draw"]["linear"]
-  for budget in ("1", "5"):
-    ssl, rand, raw = (np.array(per_draw[s][budget]) for s in ("ssl", "random_init", "raw"))
-    assert len(ssl) == 5
-    assert (ssl - rand).min() > 0.08, (budget, ssl, rand)
-    assert (ssl - raw).min() > 0.04, (budget, ssl, raw)
+def test_learns_on_digits(learns_on_digits):
+  """A short run of the digits recipe: the encoder's features beat the same network at random
+  init (and raw pixels) on every paired label draw, with 1 and 5 labels per class."""
+  results, _ = learns_on_digits("moco_v2", 250, margin=0.08, raw_margin=0.04)
   assert results["linear"]["ssl"]["1"] > 0.8

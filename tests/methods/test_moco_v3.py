@@ -2,7 +2,6 @@
 momentum update, 1 == 8 devices, a ViT smoke run, and learning on digits."""
 
 import functools
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -12,9 +11,7 @@ import pytest
 from ssl_jax import losses, methods
 from ssl_jax.methods import moco_v3
 from ssl_jax.methods.common import cosine_momentum
-from ssl_jax.train.loop import build, example_batch, load_train_source
 
-EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
 SMALL = {"method": "moco_v3", "method_kwargs.proj_hidden_dim": 32, "method_kwargs.proj_dim": 8,
          "method_kwargs.pred_hidden_dim": 32, "method_kwargs.temperature": 0.5}
 VIT = {"encoder": "vit_micro", "encoder_kwargs": "{'image_size': 8, 'patch_size': 4, "
@@ -94,37 +91,13 @@ def test_cosine_momentum_update(make_config):
   assert set(new["momentum"]["params"]) == {"encoder", "projector"}  # no predictor
 
 
-def _batches(source, n, size=64):
-  rng = np.random.default_rng(0)
-  out = []
-  for _ in range(n):
-    idx = rng.choice(len(source), size, replace=False)
-    out.append({"image": np.stack([source[int(i)]["image"] for i in idx]),
-                "label": np.array([source[int(i)]["label"] for i in idx], np.int32),
-                "index": idx.astype(np.int32)})
-  return out
-
-
-def _run(config, source, batches, devices=None):
-  _, engine, _ = build(config, len(source), source.image_shape, devices=devices)
-  state = engine.init_state(jax.random.key(0), example_batch(64, source.image_shape))
-  start, metrics = jax.device_get(state), []
-  for batch in batches:
-    placed = engine.put_batch(batch)
-    assert len(placed["image"].sharding.device_set) == engine.num_devices
-    state, m = engine.step(state, placed)
-    metrics.append(jax.device_get(m))
-  return engine, start, jax.device_get(state), metrics
-
-
-def test_eight_devices_equal_one(make_config):
+def test_eight_devices_equal_one(make_config, digits_batches, run_steps):
   """Two steps through the engine (shard_map) on 8 devices, the same on 1: the keys span the
   global batch and BatchNorm is synced, so losses, parameters and the momentum network agree."""
   config = make_config(**SMALL, total_steps=2)
-  source = load_train_source(config)
-  batches = _batches(source, 2)
-  engine8, start, state8, metrics8 = _run(config, source, batches)
-  engine1, _, state1, metrics1 = _run(config, source, batches, devices=jax.devices()[:1])
+  source, batches = digits_batches(config, 2)
+  engine8, (start, *_, state8), metrics8 = run_steps(config, source, batches)
+  engine1, (*_, state1), metrics1 = run_steps(config, source, batches, devices=jax.devices()[:1])
   assert (engine8.num_devices, engine8.mode, engine1.num_devices) == (8, "shard_map", 1)
   for m8, m1 in zip(metrics8, metrics1):
     assert np.isfinite(m8["loss"]) and m8["skipped"] == 0 and "embedding_std" in m8
@@ -136,40 +109,19 @@ def test_eight_devices_equal_one(make_config):
                (state8.params, state8.method_state), (state1.params, state1.method_state))
 
 
-def test_vit_two_steps_on_eight_devices(make_config):
+def test_vit_two_steps_on_eight_devices(make_config, two_steps_on_eight_devices):
   """A ViT backbone (vit_micro with sin-cos position embeddings, 3-layer projector)."""
   config = make_config(**SMALL, **VIT, total_steps=2)
-  source = load_train_source(config)
-  engine, start, state, metrics = _run(config, source, _batches(source, 2))
-  assert engine.num_devices == 8
-  for m in metrics:
-    assert np.isfinite(m["loss"]) and m["skipped"] == 0
+  (start, *_, state), _ = two_steps_on_eight_devices(config, ("positive_cosine",))
   assert "pos_embed" not in start.params["encoder"]  # fixed sin-cos: not a parameter
   assert "encoder" not in start.batch_stats  # a ViT has no BatchNorm; the heads do
-  moved = jax.tree.map(lambda a, b: not np.allclose(a, b), start.params, state.params)
-  assert all(jax.tree.leaves(moved))
   method = methods.make("moco_v3", config)
   assert method.features(state.params, state.batch_stats, _views()[0]).shape == (6, 32)
 
 
 @pytest.mark.slow
-def test_learns_on_digits(tmp_path):
-  """A short run of the digits recipe: SSL features beat the same network at random init (and
-  raw pixels) on every paired label draw, with 1 and 5 labels per class."""
-  from ssl_jax import config as config_lib  # pylint: disable=import-outside-toplevel
-  from ssl_jax.evaluate.runner import evaluate_workdir  # pylint: disable=import-outside-toplevel
-  from ssl_jax.train.loop import pretrain  # pylint: disable=import-outside-toplevel
-
-  config = config_lib.load_config(str(EXPERIMENTS / "moco_v3_digits.py"), [
-      ("total_steps", "250"), ("quiet", "True"), ("log.tensorboard", "False"),
-      ("checkpoint.every_steps", "0"), ("eval.budgets", "(1, 5)"),
-      ("eval.protocols", "('linear',)")])
-  pretrain(config, str(tmp_path))
-  results, info = evaluate_workdir(str(tmp_path), print_table=False, return_info=True)
-  per_draw = info["per_draw"]["linear"]
-  for budget in ("1", "5"):
-    ssl, rand, raw = (np.array(per_draw[s][budget]) for s in ("ssl", "random_init", "raw"))
-    assert len(ssl) == 5
-    assert (ssl - rand).min() > 0.08, (budget, ssl, rand)
-    assert (ssl - raw).min() > 0.04, (budget, ssl, raw)
+def test_learns_on_digits(learns_on_digits):
+  """A short run of the digits recipe: the encoder's features beat the same network at random
+  init (and raw pixels) on every paired label draw, with 1 and 5 labels per class."""
+  results, _ = learns_on_digits("moco_v3", 250, margin=0.08, raw_margin=0.04)
   assert results["linear"]["ssl"]["1"] > 0.8

@@ -1,8 +1,6 @@
 """NNCLR: the method contract and its loss, the support queue (global-batch pushes in order, the
 same on 1 and 8 devices, nothing pushed on a skipped step), and learning on digits."""
 
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,21 +8,10 @@ import pytest
 
 from ssl_jax import losses, methods
 from ssl_jax.losses._utils import l2_normalize
-from ssl_jax.train.loop import build, example_batch, load_train_source
 from ssl_jax.train.preprocess import make_view_preprocess
 
-EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
 HEADS = {"method": "nnclr", "method_kwargs.proj_hidden_dim": 32, "method_kwargs.proj_dim": 8,
          "method_kwargs.pred_hidden_dim": 32, "method_kwargs.queue_size": 160}
-
-
-def _batches(source, batch_size, seed=0):
-  rng = np.random.default_rng(seed)
-  while True:
-    idx = rng.choice(len(source), batch_size, replace=False)
-    yield {"image": np.stack([source[int(i)]["image"] for i in idx]),
-           "label": np.array([source[int(i)]["label"] for i in idx], np.int32),
-           "index": idx.astype(np.int32)}
 
 
 def test_defaults_follow_the_paper():
@@ -94,7 +81,8 @@ def test_contract_and_loss(make_config):
   assert method.features(params, stats, x_a).shape == (12, 16)  # the encoder's output
 
 
-def test_queue_on_one_and_eight_devices_with_a_skipped_step(make_config):
+def test_queue_on_one_and_eight_devices_with_a_skipped_step(make_config, digits_batches,
+                                                            run_steps):
   """Through the engine (shard_map), 3 steps with step 1 made non-finite, on 1 and on 8 devices:
 
   * after step 0 the newest 64 rows are the normalized projections of the global batch's first
@@ -104,22 +92,15 @@ def test_queue_on_one_and_eight_devices_with_a_skipped_step(make_config):
   * the queues on 1 and 8 devices agree at every step.
   """
   config = make_config(**HEADS, total_steps=3, **{"debug.nan_at_step": 1})
-  source = load_train_source(config)
+  source, sent = digits_batches(config, 3, seed=1)
   queues = {}
   for num_devices in (1, 8):
-    _, engine, _ = build(config, len(source), source.image_shape,
-                         devices=jax.devices()[:num_devices])
+    engine, states, metrics = run_steps(config, source, sent, devices=jax.devices()[:num_devices])
     assert engine.num_devices == num_devices and engine.mode == "shard_map"
-    state = engine.init_state(jax.random.key(0), example_batch(64, source.image_shape))
-    initial = jax.device_get(state)
-    batches = _batches(source, 64, seed=1)
-    history, sent = [], []
-    for step in range(3):
-      sent.append(next(batches))
-      state, metrics = engine.step(state, engine.put_batch(sent[-1]))
-      assert int(metrics["skipped"]) == (step == 1)
-      assert step == 1 or np.isfinite(metrics["loss"]) and 0 <= metrics["nn_acc"] <= 1
-      history.append(jax.device_get(state.method_state))
+    for step, m in enumerate(metrics):
+      assert int(m["skipped"]) == (step == 1)
+      assert step == 1 or np.isfinite(m["loss"]) and 0 <= m["nn_acc"] <= 1
+    initial, history = states[0], [s.method_state for s in states[1:]]
     queues[num_devices] = history
 
     assert (history[0]["queue_label"][:-64] == -1).all()
@@ -146,21 +127,7 @@ def test_queue_on_one_and_eight_devices_with_a_skipped_step(make_config):
 
 
 @pytest.mark.slow
-def test_learns_on_digits(tmp_path):
+def test_learns_on_digits(learns_on_digits):
   """A short run of the digits recipe: the encoder's features beat the same network at random
   init on every paired label draw, with 1 and 5 labels per class."""
-  from ssl_jax import config as config_lib
-  from ssl_jax.evaluate.runner import evaluate_workdir
-  from ssl_jax.train.loop import pretrain
-
-  config = config_lib.load_config(str(EXPERIMENTS / "nnclr_digits.py"), [
-      ("total_steps", "150"), ("quiet", "True"), ("log.tensorboard", "False"),
-      ("eval.budgets", "(1, 5)"), ("eval.protocols", "('linear',)")])
-  pretrain(config, str(tmp_path))
-  results, info = evaluate_workdir(str(tmp_path), print_table=False, return_info=True)
-  per_draw = info["per_draw"]["linear"]
-  print(results, per_draw)
-  for budget in ("1", "5"):
-    ssl, rand = (np.array(per_draw[s][budget]) for s in ("ssl", "random_init"))
-    assert len(ssl) == 5
-    assert (ssl - rand).min() > 0.05, (budget, ssl, rand)
+  learns_on_digits("nnclr", 150, margin=0.05)

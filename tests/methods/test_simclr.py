@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from ssl_jax import methods
-from ssl_jax.train.loop import build, example_batch, load_train_source
 
 
 
@@ -34,44 +33,13 @@ def test_contract_shapes_and_views(make_config):
                    axis_name=None)
 
 
-def test_two_steps_on_eight_devices(make_config):
-  config = make_config(total_steps=2)
-  source = load_train_source(config)
-  _, engine, _ = build(config, len(source), source.image_shape)
-  assert engine.num_devices == 8 and engine.mode == "shard_map"
-  state = engine.init_state(jax.random.key(0), example_batch(64, source.image_shape))
-  start = jax.device_get(state.params)
-  rng = np.random.default_rng(0)
-  for step in range(2):
-    idx = rng.choice(len(source), 64, replace=False)
-    batch = {"image": np.stack([source[int(i)]["image"] for i in idx]),
-             "label": np.array([source[int(i)]["label"] for i in idx], np.int32),
-             "index": idx.astype(np.int32)}
-    state, metrics = engine.step(state, engine.put_batch(batch))
-    assert np.isfinite(metrics["loss"]) and metrics["skipped"] == 0
-  assert int(state.step) == 2
-  moved = jax.tree.map(lambda a, b: not np.allclose(a, b), start, jax.device_get(state.params))
-  assert all(jax.tree.leaves(moved))
+def test_two_steps_on_eight_devices(make_config, two_steps_on_eight_devices):
+  two_steps_on_eight_devices(make_config(total_steps=2))
 
 
 @pytest.mark.slow
-def test_learns_on_digits(tmp_path):
-  """A short run of the default recipe: SSL features beat the same network at random init (and
-  raw pixels) on every paired label draw, with 1 and 5 labels per class."""
-  from ssl_jax import config as config_lib
-  from ssl_jax.evaluate.runner import evaluate_workdir
-  from ssl_jax.train.loop import pretrain
-
-  config = config_lib.load_config(None, [
-      ("total_steps", "250"), ("quiet", "True"), ("log.tensorboard", "False"),
-      ("eval.budgets", "(1, 5)"), ("eval.protocols", "('linear',)")])
-  pretrain(config, str(tmp_path))
-  results, info = evaluate_workdir(str(tmp_path), print_table=False, return_info=True)
-  per_draw = info["per_draw"]["linear"]
-  for budget in ("1", "5"):
-    ssl, rand, raw = (np.array(per_draw[s][budget]) for s in ("ssl", "random_init", "raw"))
-    assert len(ssl) == 5
-    assert (ssl - rand).min() > 0.08, (budget, ssl, rand)
-    assert (ssl - raw).min() > 0.04, (budget, ssl, raw)
-  print(results, per_draw)
+def test_learns_on_digits(learns_on_digits):
+  """A short run of the digits recipe: the encoder's features beat the same network at random
+  init (and raw pixels) on every paired label draw, with 1 and 5 labels per class."""
+  results, _ = learns_on_digits("simclr", 250, margin=0.08, raw_margin=0.04)
   assert results["linear"]["ssl"]["1"] > 0.85

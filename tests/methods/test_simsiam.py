@@ -11,7 +11,6 @@ import pytest
 
 from ssl_jax import losses, methods
 from ssl_jax.evaluate.monitors import COLLAPSE_THRESHOLD
-from ssl_jax.train.loop import build, example_batch, load_train_source
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
 HEADS = {"method": "simsiam", "method_kwargs.proj_hidden_dim": 32, "method_kwargs.proj_dim": 16,
@@ -97,25 +96,8 @@ def test_stop_gradient_switch_changes_gradients_not_the_loss(make_config):
   assert max(jax.tree.leaves(diff)) > 1e-6
 
 
-def test_two_steps_on_eight_devices(make_config):
-  config = make_config(**HEADS, total_steps=2)
-  source = load_train_source(config)
-  _, engine, _ = build(config, len(source), source.image_shape)
-  assert engine.num_devices == 8 and engine.mode == "shard_map"
-  state = engine.init_state(jax.random.key(0), example_batch(64, source.image_shape))
-  start = jax.device_get(state.params)
-  rng = np.random.default_rng(0)
-  for _ in range(2):
-    idx = rng.choice(len(source), 64, replace=False)
-    batch = {"image": np.stack([source[int(i)]["image"] for i in idx]),
-             "label": np.array([source[int(i)]["label"] for i in idx], np.int32),
-             "index": idx.astype(np.int32)}
-    state, metrics = engine.step(state, engine.put_batch(batch))
-    assert np.isfinite(metrics["loss"]) and metrics["skipped"] == 0
-    assert np.isfinite(metrics["embedding_std_ratio"])
-  assert int(state.step) == 2
-  moved = jax.tree.map(lambda a, b: not np.allclose(a, b), start, jax.device_get(state.params))
-  assert all(jax.tree.leaves(moved))
+def test_two_steps_on_eight_devices(make_config, two_steps_on_eight_devices):
+  two_steps_on_eight_devices(make_config(**HEADS, total_steps=2))
 
 
 def _run(tmp_path, name, overrides):
@@ -132,20 +114,10 @@ def _run(tmp_path, name, overrides):
 
 
 @pytest.mark.slow
-def test_learns_on_digits(tmp_path):
+def test_learns_on_digits(learns_on_digits):
   """A short run of the digits recipe: the encoder's features beat the same network at random
   init on every paired label draw, with 1 and 5 labels per class."""
-  from ssl_jax.evaluate.runner import evaluate_workdir
-
-  workdir, _ = _run(tmp_path, "run", [("total_steps", "150"), ("eval.budgets", "(1, 5)"),
-                                      ("eval.protocols", "('linear',)")])
-  results, info = evaluate_workdir(str(workdir), print_table=False, return_info=True)
-  per_draw = info["per_draw"]["linear"]
-  print(results, per_draw)
-  for budget in ("1", "5"):
-    ssl, rand = (np.array(per_draw[s][budget]) for s in ("ssl", "random_init"))
-    assert len(ssl) == 5
-    assert (ssl - rand).min() > 0.05, (budget, ssl, rand)
+  learns_on_digits("simsiam", 150, margin=0.05)
 
 
 @pytest.mark.slow
