@@ -115,3 +115,27 @@ def test_simclr_cifar10_runlocal_cli_on_mock_data(tmp_path, capsys):
   _check_printed_table(out, results, tmp_path)
   assert (f"on tfds:cifar10: train {NUM_MOCK_EXAMPLES} / test {NUM_MOCK_EXAMPLES} examples, "
           "10 classes") in out
+
+
+PAPER_RECIPES = sorted(p for p in EXPERIMENT_FILES
+                       if p.stem.endswith(("_cifar10", "_imagenet")) and p.stem != "simclr_cifar10")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", PAPER_RECIPES, ids=lambda p: p.stem)
+def test_paper_recipe_runlocal_pretrains_on_mock_data(path, tmp_path, capsys):
+  """Each method's CIFAR-10 / ImageNet recipe, shrunk by ``runlocal`` (tiny encoder and heads,
+  the recipe's own views, optimizer and method state), pretrains its 2 steps through the command
+  line on ``tfds.testing.mock_data`` and checkpoints them (evaluation is covered above)."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  config_arg = f"{path}:runlocal"
+  config = load_config(config_arg)
+  with tfds.testing.mock_data(num_examples=NUM_MOCK_EXAMPLES,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    code = cli.main(["pretrain", "--config", config_arg, "--workdir", str(tmp_path), "--quiet",
+                     "--no-eval"])
+  assert code == 0, capsys.readouterr()
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == [str(config.total_steps)]
+  with open(tmp_path / "metrics.jsonl", encoding="utf-8") as f:
+    logged = [json.loads(line) for line in f if line.strip()]
+  assert logged and all(np.isfinite(m["loss"]) for m in logged)

@@ -30,13 +30,19 @@ def _finish(proc, timeout=600):
   return proc.returncode, out
 
 
+# MoCo v2 has every kind of method state: an EMA key network (with its own BatchNorm statistics)
+# and a queue with its pointer; a queue of 160 keys wraps around within the 15 steps of 64.
+MOCO_V2 = ("--config.method=moco_v2", "--config.method_kwargs.queue_size=160",
+           "--config.method_kwargs.proj_hidden_dim=16", "--config.method_kwargs.proj_dim=8")
+
+
 def test_sigkill_during_async_save_resumes_bit_exactly(tmp_path, start_worker, final_state):
   straight = tmp_path / "straight"
-  code, out = _finish(start_worker(straight, 15))
+  code, out = _finish(start_worker(straight, 15, *MOCO_V2))
   assert code == 0, out[-3000:]
 
   killed = tmp_path / "killed"
-  proc = start_worker(killed, 15, "--stall-commit-at", 10)
+  proc = start_worker(killed, 15, "--stall-commit-at", 10, *MOCO_V2)
   tmp_glob = str(killed / "checkpoints" / "10.orbax-checkpoint-tmp*")
   _wait_for(lambda: glob.glob(tmp_glob), proc, what="the uncommitted step-10 directory")
   proc.send_signal(signal.SIGKILL)
@@ -45,12 +51,13 @@ def test_sigkill_during_async_save_resumes_bit_exactly(tmp_path, start_worker, f
   committed = sorted(int(d) for d in os.listdir(killed / "checkpoints") if d.isdigit())
   assert committed == [5]  # step 10 never committed: it is not "latest"
 
-  code, out = _finish(start_worker(killed, 15))
+  code, out = _finish(start_worker(killed, 15, *MOCO_V2))
   assert code == 0, out[-3000:]
   assert "Resumed from step 5" in out
   step_a, a, data_a = final_state(str(straight))
   step_b, b, data_b = final_state(str(killed))
   assert step_a == step_b == 15 and data_a == data_b  # data position
+  assert {"key", "queue", "queue_ptr"} <= set(a["method_state"])
   jax.tree.map(np.testing.assert_array_equal, a, b)  # params, optimizer, method state, RNG
 
 

@@ -1,6 +1,6 @@
 """A pretraining process for the kill/preemption tests (run as a script, not collected).
 
-  python worker.py WORKDIR TOTAL_STEPS [--stall-commit-at STEP]
+  python worker.py WORKDIR TOTAL_STEPS [--stall-commit-at STEP] [--config.KEY=VALUE ...]
 
 Runs the tiny digits config through the CLI (so exit codes are the real ones). With
 ``--stall-commit-at``, Orbax's commit (the rename of the temporary step directory) of that step
@@ -13,8 +13,12 @@ import sys
 
 
 def main(argv):
-  workdir, total = argv[0], argv[1]
-  stall = int(argv[3]) if len(argv) > 3 and argv[2] == "--stall-commit-at" else None
+  workdir, total, rest = argv[0], argv[1], list(argv[2:])
+  stall = None
+  if "--stall-commit-at" in rest:
+    i = rest.index("--stall-commit-at")
+    stall = int(rest[i + 1])
+    del rest[i:i + 2]
   os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
   import jax
   if os.environ.get("SSL_JAX_TEST_CACHE"):
@@ -40,7 +44,7 @@ def main(argv):
       "log.tensorboard": "False", "checkpoint.every_steps": "5",
   }
   args = ["pretrain", "--workdir", workdir, "--no-eval", "--quiet"]
-  args += [f"--config.{k}={v}" for k, v in overrides.items()]
+  args += [f"--config.{k}={v}" for k, v in overrides.items()] + rest
   sys.exit(cli.main(args))
 
 
