@@ -45,7 +45,35 @@ def _parser() -> argparse.ArgumentParser:
   e.add_argument("--protocol", default="all", choices=("knn", "linear", "all"))
   e.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   _distributed_args(e)
+
+  c = sub.add_parser("compare", help="a Markdown table of several workdirs' eval.json",
+                     description="One row per workdir (named by its method unless --names), then "
+                     "the random-init and raw-pixel baselines, which must be the same for all.")
+  c.add_argument("workdirs", nargs="+")
+  c.add_argument("--names", default=None, help="comma-separated row names, one per workdir")
   return parser
+
+
+def _compare(workdirs, names) -> str:
+  import json  # pylint: disable=g-import-not-at-top
+
+  from ssl_jax.evaluate.table import compare_markdown  # pylint: disable=g-import-not-at-top
+  names = names.split(",") if names else None
+  if names is not None and len(names) != len(workdirs):
+    raise ValueError(f"--names has {len(names)} names for {len(workdirs)} workdirs.")
+  runs = {}
+  for i, workdir in enumerate(workdirs):
+    with open(os.path.join(workdir, "eval.json"), encoding="utf-8") as f:
+      results = json.load(f)
+    if names is None:
+      with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+        name = json.load(f)["method"]
+    else:
+      name = names[i]
+    if name in runs:
+      raise ValueError(f"two workdirs are named {name!r}; give --names.")
+    runs[name] = results
+  return compare_markdown(runs)
 
 
 def _distributed_args(p: argparse.ArgumentParser) -> None:
@@ -73,8 +101,11 @@ def main(argv=None) -> int:
 
   try:
     overrides = config_lib.parse_overrides(rest) if args.command == "pretrain" else []
-    if args.command == "eval" and rest:
+    if args.command != "pretrain" and rest:
       raise ValueError(f"Unrecognized arguments: {' '.join(rest)}")
+    if args.command == "compare":
+      print(_compare(args.workdirs, args.names))
+      return 0
     _init_distributed(args)
     if args.command == "pretrain":
       if args.quiet:

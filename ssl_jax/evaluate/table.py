@@ -66,3 +66,47 @@ def format_table(results: Mapping[str, Any]) -> str:
   for name, value in scalars:
     lines.append(f"{name}: {value:.4g}" if isinstance(value, (int, float)) else f"{name}: {value}")
   return "\n".join(lines)
+
+
+BASELINES = (("random_init", "same network, random init"), ("raw", "raw pixels"))
+
+
+def compare_markdown(runs: Mapping[str, Mapping[str, Any]]) -> str:
+  """A Markdown table comparing runs: one row per run's ``ssl`` features, then the baselines.
+
+  Args:
+    runs: ``{row name: eval.json dict}`` in row order. The baselines (``random_init``, ``raw``)
+      are taken from the first run; they are the same for every run only when the runs share
+      the dataset, the encoder, the seed and the label draws: a run whose baselines differ is
+      refused rather than shown against someone else's.
+
+  Returns:
+    ``| features | <protocol> <budget> | ... |``, accuracies in percent as ``mean ± std``.
+
+  Raises:
+    ValueError: no runs, a run without ``ssl`` rows, or runs with different baselines.
+  """
+  if not runs:
+    raise ValueError("compare_markdown: no runs given.")
+  names = list(runs)
+  first = runs[names[0]]
+  protocols = [p for p, v in first.items() if isinstance(v, Mapping)]
+  for name in names:
+    for protocol in protocols:
+      if "ssl" not in runs[name].get(protocol, {}):
+        raise ValueError(f"run {name!r} has no {protocol}/ssl results.")
+      for source, _ in BASELINES:
+        if runs[name][protocol].get(source) != first[protocol].get(source):
+          raise ValueError(f"run {name!r}: its {protocol}/{source} baseline differs from "
+                           f"{names[0]!r}'s; compare runs of the same dataset, encoder and draws.")
+  columns = [(p, b) for p in protocols for b in sorted(
+      (k for k in first[p]["ssl"] if not k.endswith("_std")), key=budget_sort_key)]
+  lines = ["| features | " + " | ".join(f"{p} {b}" for p, b in columns) + " |",
+           "|---" * (len(columns) + 1) + "|"]
+  rows = [(name, runs[name], "ssl") for name in names]
+  rows += [(label, first, source) for source, label in BASELINES
+           if all(source in first[p] for p in protocols)]
+  for label, results, source in rows:
+    cells = [_cell(results[p][source], b) for p, b in columns]
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
