@@ -1,32 +1,34 @@
-"""MoCo v2 on scikit-learn's digits: a CPU-sized run (about 3 minutes on 2 cores, evaluation
+"""MoCo v2 on scikit-learn's digits: a CPU-sized run (a few minutes on 2 cores, evaluation
 included).
 
   ssl-jax pretrain --config experiments/moco_v2_digits.py
   ssl-jax pretrain --config experiments/moco_v2_digits.py:runlocal   # seconds, for a smoke check
 
-Starts from the package's digits recipe (:func:`ssl_jax.config.default_config`: ``cnn_digits``
-encoder, affine/noise/erasing views, AdamW with warmup and cosine decay, batch 256) and sets
-MoCo v2's own knobs, tuned on the validation split inside the train set
-(``--config.train_split=fit --config.test_split=val``), never on the test split: TODO.
+The package's digits recipe (:func:`ssl_jax.recipes.digits_config`: ``cnn_digits`` encoder,
+affine/noise/erasing views, AdamW at 2e-3 with warmup and cosine decay, batch 256) with
+MoCo v2's own knobs, tuned on the validation split inside the digits train set
+(``--config.train_split=fit --config.test_split=val``; never on the test split). Few-label
+linear-probe accuracy on that split, 1 label per class (mean of 5 draws; for scale, SimCLR's
+default recipe: 91.4, the random-init encoder: 57.2):
+
+* the paper's temperature 0.2, no head, symmetric loss, queue 512, m=0.99, 600 steps: 84.0
+* temperature 0.5 (the rest as above): **90.1**
+
+Temperature 0.5 (SimCLR's CIFAR-10 value) suits this small problem, as it does SimCLR here. The
+loss works on the encoder's 128-d features (``proj_layers=0``: on 8x8 digits a head made the
+pre-head features worse for SimCLR), symmetrized as the official CIFAR-10 demo, with a queue of
+512 keys (about 40% of the 1257 training images, so the negatives are recent) and a key network
+momentum of 0.99 (0.999 would leave the key network far behind in a 600-step run).
 """
 
-import ml_collections
-
-from ssl_jax.config import default_config
+from ssl_jax.recipes import digits_config, runlocal_digits
 
 
 def get_config(arg: str | None = None):
-  config = default_config()
-  config.method = "moco_v2"
-  config.method_kwargs = ml_collections.ConfigDict(dict(
-      temperature=0.2, queue_size=512, momentum=0.99, proj_layers=0, symmetric=True))
-  config.total_steps = 600
+  config = digits_config("moco_v2", total_steps=600, temperature=0.5, queue_size=512,
+                          momentum=0.99, proj_layers=0, symmetric=True)
   if arg == "runlocal":
-    config.total_steps = 4
-    config.batch_size = 64
-    config.method_kwargs.queue_size = 128
-    config.eval.num_draws = 2
-    config.eval.budgets = (1, "all")
+    runlocal_digits(config, queue_size=128)
   elif arg:
     raise ValueError(f"moco_v2_digits: unknown argument {arg!r}; valid: runlocal")
   return config

@@ -1,30 +1,32 @@
-"""VICReg on scikit-learn's digits (CPU, a few minutes including evaluation).
+"""VICReg on scikit-learn's digits: a CPU-sized run (a few minutes on 2 cores, evaluation
+included).
 
   ssl-jax pretrain --config experiments/vicreg_digits.py
-  ssl-jax pretrain --config experiments/vicreg_digits.py:runlocal   # seconds, smoke check
+  ssl-jax pretrain --config experiments/vicreg_digits.py:runlocal   # seconds, for a smoke check
 
-The package's digits recipe (:func:`ssl_jax.config.default_config`: ``cnn_digits`` encoder,
-affine/noise/erasing views, AdamW, batch 256) with VICReg's own knobs tuned on the validation
-split of the digits train set (``--config.train_split=fit --config.test_split=val``).
+The package's digits recipe (:func:`ssl_jax.recipes.digits_config`: ``cnn_digits`` encoder,
+affine/noise/erasing views, AdamW at 2e-3 with warmup and cosine decay, batch 256) with
+VICReg's own knobs, tuned on the validation split inside the digits train set
+(``--config.train_split=fit --config.test_split=val``; never on the test split). Few-label
+linear-probe accuracy on that split, 1 label per class (mean of 5 draws; for scale, SimCLR's
+default recipe: 91.4, the random-init encoder: 57.2):
+
+* expander 512-512-512, the paper's weights 25 / 25 / 1, 600 steps: 83.3
+* no expander (the loss on the encoder's 128-d features): **89.7**
+
+As for SimCLR here, the loss applied to the encoder's own features (``proj_layers=0``) gives the
+best pre-head features on 8x8 digits; the invariance / variance / covariance weights are the
+paper's.
 """
 
-import ml_collections
-
-from ssl_jax.config import default_config
+from ssl_jax.recipes import digits_config, runlocal_digits
 
 
 def get_config(arg: str | None = None):
-  config = default_config()
-  config.method = "vicreg"
-  config.method_kwargs = ml_collections.ConfigDict(dict(
-      sim_weight=25.0, var_weight=25.0, cov_weight=1.0, proj_hidden_dim=512, proj_dim=512,
-      proj_layers=3))
+  config = digits_config("vicreg", total_steps=600, sim_weight=25.0, var_weight=25.0,
+                          cov_weight=1.0, proj_layers=0)
   if arg == "runlocal":
-    config.total_steps = 4
-    config.batch_size = 64
-    config.method_kwargs.update(dict(proj_hidden_dim=64, proj_dim=64))
-    config.eval.num_draws = 2
-    config.eval.budgets = (1, "all")
+    runlocal_digits(config)
   elif arg:
     raise ValueError(f"vicreg_digits: unknown argument {arg!r}; valid: runlocal")
   return config

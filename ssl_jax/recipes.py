@@ -1,4 +1,4 @@
-"""The pieces that the CIFAR-10 and ImageNet configs of ``experiments/`` share.
+"""The pieces that the configs of ``experiments/`` share.
 
 Experiment files are loaded by path (``--config experiments/byol_imagenet.py``), so they cannot
 import one another; what several of them repeat lives here instead:
@@ -11,7 +11,9 @@ import one another; what several of them repeat lives here instead:
 * :func:`cifar10_config` and :func:`imagenet_config`: :func:`ssl_jax.config.base_config` with the
   settings every recipe on that dataset uses (data, encoder, eval preprocessing, compute dtype,
   log / checkpoint intervals, evaluation budgets);
-* :func:`runlocal`: the ``:runlocal`` shrink of a recipe into a seconds-long smoke check.
+* :func:`runlocal`: the ``:runlocal`` shrink of a recipe into a seconds-long smoke check;
+* :func:`digits_config` and :func:`runlocal_digits`: the same for the CPU-sized digits runs, which
+  start from the package's tuned digits recipe (:func:`ssl_jax.config.default_config`).
 
 An experiment file keeps its paper citations, the method's hyperparameters, the optimizer and
 whatever else is its own, and overrides the few base settings it does differently.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from ssl_jax.config import base_config
+from ssl_jax.config import base_config, default_config
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -172,4 +174,29 @@ def runlocal(config: ml_collections.ConfigDict, *, encoder: str = "resnet_tiny",
   config.eval.budgets = (1, "all")
   config.eval.num_draws = 2
   config.eval.batch_size = 64
+  return config
+
+
+def digits_config(method: str, *, total_steps: int, **method_kwargs) -> ml_collections.ConfigDict:
+  """The package's digits recipe (:func:`ssl_jax.config.default_config`: ``cnn_digits``, the
+  affine/noise/erasing views, AdamW with warmup and cosine decay, batch 256) for ``method``,
+  run for ``total_steps``, with ``method_kwargs`` over the method's defaults (the rest are filled
+  in by :func:`ssl_jax.config.load_config`)."""
+  c = default_config()
+  c.method = method
+  c.method_kwargs = ml_collections.ConfigDict(method_kwargs)
+  c.total_steps = total_steps
+  return c
+
+
+def runlocal_digits(config: ml_collections.ConfigDict,
+                    **method_kwargs) -> ml_collections.ConfigDict:
+  """Shrinks a digits ``config`` in place (and returns it) to a smoke check of seconds: 4 steps
+  of 64 examples, evaluation at 1 and all labels with 2 draws; ``method_kwargs`` update the
+  method's hyperparameters (small heads)."""
+  config.total_steps = 4
+  config.batch_size = 64
+  config.method_kwargs.update(method_kwargs)
+  config.eval.num_draws = 2
+  config.eval.budgets = (1, "all")
   return config
