@@ -1,33 +1,36 @@
-"""MoCo v3 on scikit-learn's digits: a CPU-sized run (about 3 minutes on 2 cores, evaluation
+"""MoCo v3 on scikit-learn's digits: a CPU-sized run (a few minutes on 2 cores, evaluation
 included).
 
   ssl-jax pretrain --config experiments/moco_v3_digits.py
   ssl-jax pretrain --config experiments/moco_v3_digits.py:runlocal   # seconds, for a smoke check
 
-Starts from the package's digits recipe (:func:`ssl_jax.config.default_config`: ``cnn_digits``
-encoder, affine/noise/erasing views, AdamW with warmup and cosine decay, batch 256) and sets
-MoCo v3's own knobs, tuned on the validation split inside the train set
-(``--config.train_split=fit --config.test_split=val``), never on the test split: TODO.
+The package's digits recipe (:func:`ssl_jax.recipes.digits_config`: ``cnn_digits`` encoder,
+affine/noise/erasing views, AdamW at 2e-3 with warmup and cosine decay, batch 256) with
+MoCo v3's own knobs, tuned on the validation split inside the digits train set
+(``--config.train_split=fit --config.test_split=val``; never on the test split). Few-label
+linear-probe accuracy on that split, 1 label per class (mean of 5 draws; for scale, SimCLR's
+default recipe: 91.4, the random-init encoder: 57.2):
+
+* the ViT recipe's heads scaled down (projector 512-512-128 with output BN, predictor 512-128),
+  temperature 0.2, momentum 0.99 -> 1 (cosine), 600 steps: 78.4
+* temperature 0.5: 81.4; temperature 1.0 (the ResNet-50 recipe's): 82.9
+* a linear projector (``Linear`` + affine-free BN) and no predictor, temperature 0.5: **86.0**
+
+The official code's ``2 T`` loss scaling, the sum of both directions and the cosine momentum
+schedule are kept; on 8x8 digits the deep heads made the encoder's features worse (as a projector
+does for SimCLR here), so this recipe uses the thinnest head the method allows. The ViT path
+(``encoder="vit_small"`` with ``encoder_kwargs.pos_embed="sincos"`` and the predictor) is the
+ImageNet recipe's, smoke-tested in ``tests/methods/test_moco_v3.py``.
 """
 
-import ml_collections
-
-from ssl_jax.config import default_config
+from ssl_jax.recipes import digits_config, runlocal_digits
 
 
 def get_config(arg: str | None = None):
-  config = default_config()
-  config.method = "moco_v3"
-  config.method_kwargs = ml_collections.ConfigDict(dict(
-      temperature=0.2, base_momentum=0.99, proj_hidden_dim=512, proj_dim=128, proj_layers=2,
-      pred_hidden_dim=512, pred_layers=2))
-  config.total_steps = 600
+  config = digits_config("moco_v3", total_steps=600, temperature=0.5, base_momentum=0.99,
+                          proj_layers=1, proj_dim=128, pred_layers=0)
   if arg == "runlocal":
-    config.total_steps = 4
-    config.batch_size = 64
-    config.method_kwargs.update(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=32)
-    config.eval.num_draws = 2
-    config.eval.budgets = (1, "all")
+    runlocal_digits(config, proj_dim=16)
   elif arg:
     raise ValueError(f"moco_v3_digits: unknown argument {arg!r}; valid: runlocal")
   return config
