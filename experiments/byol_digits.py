@@ -1,31 +1,34 @@
-"""BYOL on scikit-learn's digits: a CPU-sized run (about 3 minutes on 2 cores, evaluation included).
+"""BYOL on scikit-learn's digits: a CPU-sized run (a few minutes on 2 cores, evaluation
+included).
 
   ssl-jax pretrain --config experiments/byol_digits.py
   ssl-jax pretrain --config experiments/byol_digits.py:runlocal   # seconds, for a smoke check
 
-Starts from the package's digits recipe (:func:`ssl_jax.config.default_config`: ``cnn_digits``
-encoder, affine/noise/erasing views, AdamW with warmup and cosine decay, batch 256) and sets
-BYOL's own knobs, tuned on the validation split inside the train set
-(``--config.train_split=fit --config.test_split=val``), never on the test split: TODO.
+The package's digits recipe (:func:`ssl_jax.recipes.digits_config`: ``cnn_digits`` encoder,
+affine/noise/erasing views, AdamW at 2e-3 with warmup and cosine decay, batch 256) with
+BYOL's own knobs, tuned on the validation split inside the digits train set
+(``--config.train_split=fit --config.test_split=val``; never on the test split). Few-label
+linear-probe accuracy on that split, 1 label per class (mean of 5 draws; for scale, SimCLR's
+default recipe: 91.4, the random-init encoder: 57.2):
+
+* projector 512-128, predictor 512-128, base momentum 0.99 (cosine to 1), 400 steps: 81.7
+* the same, 600 steps: 83.8
+* no projector (the predictor, 512 hidden, works on the encoder's 128-d features), 600 steps:
+  **85.5**; the same at learning rate 4e-3: 85.1
+
+The loss (both directions summed), the stop-gradient target and the cosine momentum schedule are
+BYOL's; the base momentum is 0.99 rather than 0.996 because a 600-step run is short (the target
+must keep up), and, as for SimCLR here, dropping the projector gave better encoder features on
+8x8 digits.
 """
 
-import ml_collections
-
-from ssl_jax.config import default_config
+from ssl_jax.recipes import digits_config, runlocal_digits
 
 
 def get_config(arg: str | None = None):
-  config = default_config()
-  config.method = "byol"
-  config.method_kwargs = ml_collections.ConfigDict(dict(proj_hidden_dim=512, proj_dim=128, pred_hidden_dim=512,
-                              base_momentum=0.99))
-  config.total_steps = 400
+  config = digits_config("byol", total_steps=600, proj_layers=0, pred_hidden_dim=512, base_momentum=0.99)
   if arg == "runlocal":
-    config.total_steps = 4
-    config.batch_size = 64
-    config.method_kwargs.update(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=32)
-    config.eval.num_draws = 2
-    config.eval.budgets = (1, "all")
+    runlocal_digits(config, pred_hidden_dim=32)
   elif arg:
     raise ValueError(f"byol_digits: unknown argument {arg!r}; valid: runlocal")
   return config
