@@ -69,6 +69,7 @@ def format_table(results: Mapping[str, Any]) -> str:
 
 
 BASELINES = (("random_init", "same network, random init"), ("raw", "raw pixels"))
+PROTOCOL_ORDER = {"linear": 0, "knn": 1}  # columns: the linear probe first
 
 
 def compare_markdown(runs: Mapping[str, Mapping[str, Any]]) -> str:
@@ -81,7 +82,8 @@ def compare_markdown(runs: Mapping[str, Mapping[str, Any]]) -> str:
       refused rather than shown against someone else's.
 
   Returns:
-    ``| features | <protocol> <budget> | ... |``, accuracies in percent as ``mean ± std``.
+    ``| features | <protocol> <budget> | ... |`` (linear probe, then kNN, then any other
+    protocol), accuracies in percent as ``mean ± std``.
 
   Raises:
     ValueError: no runs, a run without ``ssl`` rows, or runs with different baselines.
@@ -90,7 +92,8 @@ def compare_markdown(runs: Mapping[str, Mapping[str, Any]]) -> str:
     raise ValueError("compare_markdown: no runs given.")
   names = list(runs)
   first = runs[names[0]]
-  protocols = [p for p, v in first.items() if isinstance(v, Mapping)]
+  protocols = sorted((p for p, v in first.items() if isinstance(v, Mapping)),
+                     key=lambda p: PROTOCOL_ORDER.get(p, len(PROTOCOL_ORDER)))
   for name in names:
     for protocol in protocols:
       if "ssl" not in runs[name].get(protocol, {}):

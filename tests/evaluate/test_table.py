@@ -31,7 +31,8 @@ def test_format_table_scalars_only():
 
 
 def _results(ssl_1, raw_1=0.7):
-  return {"linear": {"ssl": {"1": ssl_1, "1_std": 0.01, "all": 0.98},
+  return {"knn": {"ssl": {"5": 0.5}, "random_init": {"5": 0.4}, "raw": {"5": 0.3}},
+          "linear": {"ssl": {"1": ssl_1, "1_std": 0.01, "all": 0.98},
                      "random_init": {"1": 0.6, "1_std": 0.02, "all": 0.9},
                      "raw": {"1": raw_1, "1_std": 0.03, "all": 0.95}}}
 
@@ -39,12 +40,12 @@ def _results(ssl_1, raw_1=0.7):
 def test_compare_markdown_rows_and_baselines():
   table = compare_markdown({"simclr": _results(0.9), "byol": _results(0.85)})
   assert table.splitlines() == [
-      "| features | linear 1 | linear all |",
-      "|---|---|---|",
-      "| simclr | 90.0 ± 1.0 | 98.0 |",
-      "| byol | 85.0 ± 1.0 | 98.0 |",
-      "| same network, random init | 60.0 ± 2.0 | 90.0 |",
-      "| raw pixels | 70.0 ± 3.0 | 95.0 |"]
+      "| features | linear 1 | linear all | knn 5 |",
+      "|---|---|---|---|",
+      "| simclr | 90.0 ± 1.0 | 98.0 | 50.0 |",
+      "| byol | 85.0 ± 1.0 | 98.0 | 50.0 |",
+      "| same network, random init | 60.0 ± 2.0 | 90.0 | 40.0 |",
+      "| raw pixels | 70.0 ± 3.0 | 95.0 | 30.0 |"]
 
 
 def test_compare_markdown_refuses_runs_with_other_baselines():
@@ -62,6 +63,6 @@ def test_compare_cli(tmp_path, capsys):
     (tmp_path / name / "config.json").write_text(json.dumps({"method": f"method_{name}"}))
   assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
   out = capsys.readouterr().out
-  assert "| method_a | 90.0 ± 1.0 | 98.0 |" in out and "| method_b | 80.0" in out
+  assert "| method_a | 90.0 ± 1.0 | 98.0 | 50.0 |" in out and "| method_b | 80.0" in out
   assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--names", "x"]) == 2
   assert "1 names for 2 workdirs" in capsys.readouterr().err
