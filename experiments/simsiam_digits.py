@@ -1,33 +1,37 @@
-"""SimSiam on scikit-learn's digits: a CPU-sized run (about 3 minutes on 2 cores, evaluation
+"""SimSiam on scikit-learn's digits: a CPU-sized run (a few minutes on 2 cores, evaluation
 included).
 
   ssl-jax pretrain --config experiments/simsiam_digits.py
   ssl-jax pretrain --config experiments/simsiam_digits.py:runlocal   # seconds, for a smoke check
 
-Starts from the package's digits recipe (:func:`ssl_jax.config.default_config`: ``cnn_digits``
-encoder, affine/noise/erasing views, AdamW with warmup and cosine decay, batch 256) and sets
-SimSiam's own knobs, tuned on the validation split inside the train set
-(``--config.train_split=fit --config.test_split=val``), never on the test split: TODO.
+The package's digits recipe (:func:`ssl_jax.recipes.digits_config`: ``cnn_digits`` encoder,
+affine/noise/erasing views, AdamW at 2e-3 with warmup and cosine decay, batch 256) with
+SimSiam's own knobs, tuned on the validation split inside the digits train set
+(``--config.train_split=fit --config.test_split=val``; never on the test split). Few-label
+linear-probe accuracy on that split, 1 label per class (mean of 5 draws; for scale, SimCLR's
+default recipe: 91.4, the random-init encoder: 57.2):
+
+* projector 512-512-512 (BN on every layer, the output's without affine), bottleneck predictor
+  512-128-512, 400 steps: 84.5
+* the same, 600 steps: **85.2**
+* a one-layer projector (``Linear`` + BN), 600 steps: 85.6 (within the draws' noise of the above;
+  the paper's three-layer shape is kept)
+
+The architecture is the paper's at a width that suits a 128-d encoder (the predictor keeps its
+4x bottleneck); the stop-gradient is what keeps it from collapsing (``stop_gradient=False`` gives
+the paper's collapse, which ``tests/methods/test_simsiam.py`` shows and the collapse monitor
+reports).
 """
 
-import ml_collections
-
-from ssl_jax.config import default_config
+from ssl_jax.recipes import digits_config, runlocal_digits
 
 
 def get_config(arg: str | None = None):
-  config = default_config()
-  config.method = "simsiam"
-  config.method_kwargs = ml_collections.ConfigDict(dict(
-      proj_hidden_dim=512, proj_dim=512, proj_layers=3, proj_output_norm="bn_noaffine",
-      pred_hidden_dim=128, stop_gradient=True))
-  config.total_steps = 400
+  config = digits_config("simsiam", total_steps=600, proj_hidden_dim=512, proj_dim=512, proj_layers=3,
+                          proj_output_norm="bn_noaffine", pred_hidden_dim=128,
+                          stop_gradient=True)
   if arg == "runlocal":
-    config.total_steps = 4
-    config.batch_size = 64
-    config.method_kwargs.update(proj_hidden_dim=32, proj_dim=32, pred_hidden_dim=8)
-    config.eval.num_draws = 2
-    config.eval.budgets = (1, "all")
+    runlocal_digits(config, proj_hidden_dim=32, proj_dim=32, pred_hidden_dim=8)
   elif arg:
     raise ValueError(f"simsiam_digits: unknown argument {arg!r}; valid: runlocal")
   return config
