@@ -1,29 +1,34 @@
-"""Barlow Twins on scikit-learn's digits (CPU, a few minutes including evaluation).
+"""Barlow Twins on scikit-learn's digits: a CPU-sized run (a few minutes on 2 cores, evaluation
+included).
 
   ssl-jax pretrain --config experiments/barlow_twins_digits.py
-  ssl-jax pretrain --config experiments/barlow_twins_digits.py:runlocal   # seconds, smoke check
+  ssl-jax pretrain --config experiments/barlow_twins_digits.py:runlocal   # seconds, for a smoke check
 
-The package's digits recipe (:func:`ssl_jax.config.default_config`: ``cnn_digits`` encoder,
-affine/noise/erasing views, AdamW, batch 256) with Barlow Twins' own knobs tuned on the
-validation split of the digits train set (``--config.train_split=fit --config.test_split=val``).
+The package's digits recipe (:func:`ssl_jax.recipes.digits_config`: ``cnn_digits`` encoder,
+affine/noise/erasing views, AdamW at 2e-3 with warmup and cosine decay, batch 256) with
+Barlow Twins's own knobs, tuned on the validation split inside the digits train set
+(``--config.train_split=fit --config.test_split=val``; never on the test split). Few-label
+linear-probe accuracy on that split, 1 label per class (mean of 5 draws; for scale, SimCLR's
+default recipe: 91.4, the random-init encoder: 57.2):
+
+* projector 512-512-512 (``Linear-BN-ReLU`` twice, then a bias-free ``Linear``), the paper's
+  lambda 0.0051, 600 steps: **81.2**
+* no projector (the loss on the encoder's 128-d features), lambda 0.0051: 80.2; lambda 0.0025:
+  78.4; lambda 0.02: 75.0 (93.5 with 5 labels, the best of these there)
+
+Unlike VICReg, NNCLR, BYOL and the contrastive methods, Barlow Twins did not gain from dropping
+its projector on 8x8 digits; it stays the weakest of the methods here at 1 label per class. The
+paper's projector shape and lambda are kept at a width that suits a 128-d encoder.
 """
 
-import ml_collections
-
-from ssl_jax.config import default_config
+from ssl_jax.recipes import digits_config, runlocal_digits
 
 
 def get_config(arg: str | None = None):
-  config = default_config()
-  config.method = "barlow_twins"
-  config.method_kwargs = ml_collections.ConfigDict(dict(
-      lambda_=0.0051, proj_hidden_dim=512, proj_dim=512, proj_layers=3))
+  config = digits_config("barlow_twins", total_steps=600, lambda_=0.0051, proj_hidden_dim=512,
+                          proj_dim=512, proj_layers=3)
   if arg == "runlocal":
-    config.total_steps = 4
-    config.batch_size = 64
-    config.method_kwargs.update(dict(proj_hidden_dim=64, proj_dim=64))
-    config.eval.num_draws = 2
-    config.eval.budgets = (1, "all")
+    runlocal_digits(config, proj_hidden_dim=64, proj_dim=64)
   elif arg:
     raise ValueError(f"barlow_twins_digits: unknown argument {arg!r}; valid: runlocal")
   return config
