@@ -2,7 +2,7 @@
 included).
 
   ssl-jax pretrain --config experiments/byol_digits.py
-  ssl-jax pretrain --config experiments/byol_digits.py:runlocal   # seconds, for a smoke check
+  ssl-jax pretrain --config experiments/byol_digits.py:runlocal   # seconds: smoke check
 
 The package's digits recipe (:func:`ssl_jax.recipes.digits_config`: ``cnn_digits`` encoder,
 affine/noise/erasing views, AdamW at 2e-3 with warmup and cosine decay, batch 256) with
@@ -26,7 +26,8 @@ from ssl_jax.recipes import digits_config, runlocal_digits
 
 
 def get_config(arg: str | None = None):
-  config = digits_config("byol", total_steps=600, proj_layers=0, pred_hidden_dim=512, base_momentum=0.99)
+  config = digits_config("byol", total_steps=600, proj_layers=0, pred_hidden_dim=512,
+                          base_momentum=0.99)
   if arg == "runlocal":
     runlocal_digits(config, pred_hidden_dim=32)
   elif arg:

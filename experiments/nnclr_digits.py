@@ -2,7 +2,7 @@
 included).
 
   ssl-jax pretrain --config experiments/nnclr_digits.py
-  ssl-jax pretrain --config experiments/nnclr_digits.py:runlocal   # seconds, for a smoke check
+  ssl-jax pretrain --config experiments/nnclr_digits.py:runlocal   # seconds: smoke check
 
 The package's digits recipe (:func:`ssl_jax.recipes.digits_config`: ``cnn_digits`` encoder,
 affine/noise/erasing views, AdamW at 2e-3 with warmup and cosine decay, batch 256) with

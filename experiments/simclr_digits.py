@@ -1,7 +1,7 @@
 """SimCLR on scikit-learn's digits: the main job (the default of ``ssl-jax pretrain``).
 
   ssl-jax pretrain --config experiments/simclr_digits.py
-  ssl-jax pretrain --config experiments/simclr_digits.py:runlocal   # seconds, for a smoke check
+  ssl-jax pretrain --config experiments/simclr_digits.py:runlocal   # seconds: smoke check
 
 The recipe (encoder, views, optimizer, steps, temperature) is the package default
 (:func:`ssl_jax.config.default_config`), tuned on a validation split of the digits train set.

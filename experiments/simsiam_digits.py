@@ -2,7 +2,7 @@
 included).
 
   ssl-jax pretrain --config experiments/simsiam_digits.py
-  ssl-jax pretrain --config experiments/simsiam_digits.py:runlocal   # seconds, for a smoke check
+  ssl-jax pretrain --config experiments/simsiam_digits.py:runlocal   # seconds: smoke check
 
 The package's digits recipe (:func:`ssl_jax.recipes.digits_config`: ``cnn_digits`` encoder,
 affine/noise/erasing views, AdamW at 2e-3 with warmup and cosine decay, batch 256) with
@@ -27,7 +27,8 @@ from ssl_jax.recipes import digits_config, runlocal_digits
 
 
 def get_config(arg: str | None = None):
-  config = digits_config("simsiam", total_steps=600, proj_hidden_dim=512, proj_dim=512, proj_layers=3,
+  config = digits_config("simsiam", total_steps=600, proj_hidden_dim=512, proj_dim=512,
+                          proj_layers=3,
                           proj_output_norm="bn_noaffine", pred_hidden_dim=128,
                           stop_gradient=True)
   if arg == "runlocal":
