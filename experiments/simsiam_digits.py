@@ -28,8 +28,7 @@ from ssl_jax.recipes import digits_config, runlocal_digits
 
 def get_config(arg: str | None = None):
   config = digits_config("simsiam", total_steps=600, proj_hidden_dim=512, proj_dim=512,
-                          proj_layers=3,
-                          proj_output_norm="bn_noaffine", pred_hidden_dim=128,
+                          proj_layers=3, proj_output_norm="bn_noaffine", pred_hidden_dim=128,
                           stop_gradient=True)
   if arg == "runlocal":
     runlocal_digits(config, proj_hidden_dim=32, proj_dim=32, pred_hidden_dim=8)
