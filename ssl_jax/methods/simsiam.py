@@ -29,7 +29,11 @@ stops the gradient to its target (the stop-gradient is part of that loss), so th
 into both arguments.
 
 The collapse monitor (:func:`ssl_jax.evaluate.monitors.embedding_std`) is computed on ``z_a``,
-the projection that is the loss's target: exactly the quantity of the paper's figure 2 (middle).
+the projection that is the loss's target: the quantity of the paper's figure 2 (middle). With the
+output BatchNorm (the default), every dimension of ``z`` is standardized over the batch, so that
+per-dimension std cannot fall to 0 even when the stop-gradient is removed (on digits it stayed
+above 0.8); with ``proj_output_norm="none"`` the collapse shows in the monitor as in the paper
+(``tests/methods/test_simsiam.py::test_collapse_guard``).
 ``features`` is the encoder output, before the projector.
 """
 
