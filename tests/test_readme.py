@@ -34,3 +34,30 @@ def test_loss_example_runs_and_matches_one_device():
   grad = jax.grad(lambda w: ntxent(x_a @ w, x_b @ w, temperature=0.2))(w)
   np.testing.assert_allclose(scope["grad"], grad, rtol=1e-4, atol=1e-7)
   assert jax.device_count() == 8
+
+
+METHOD_ROWS = {"simclr": "SimCLR", "moco_v2": "MoCo v2", "moco_v3": "MoCo v3", "byol": "BYOL",
+               "simsiam": "SimSiam", "barlow_twins": "Barlow Twins", "vicreg": "VICReg",
+               "nnclr": "NNCLR"}
+
+
+def test_results_table_is_the_recorded_runs():
+  """The README's results table is ``compare_markdown`` of the eval.json files recorded in
+  docs/results/digits/ (no hand-edited number), and each recorded run used its method's digits
+  recipe as the experiment file gives it today."""
+  import json
+
+  from ssl_jax.config import load_config, state_affecting_diff
+  from ssl_jax.evaluate.table import compare_markdown
+
+  results_dir = os.path.join(ROOT, "docs", "results", "digits")
+  runs = {}
+  for method, row in METHOD_ROWS.items():
+    with open(os.path.join(results_dir, f"{method}_eval.json"), encoding="utf-8") as f:
+      runs[row] = json.load(f)
+    with open(os.path.join(results_dir, f"{method}_config.json"), encoding="utf-8") as f:
+      recorded = json.load(f)
+    current = json.loads(load_config(os.path.join(ROOT, "experiments", f"{method}_digits.py"))
+                         .to_json())
+    assert not state_affecting_diff(recorded, current), method
+  assert compare_markdown(runs) in _readme()
