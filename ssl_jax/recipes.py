@@ -179,9 +179,15 @@ def runlocal(config: ml_collections.ConfigDict, *, encoder: str = "resnet_tiny",
 
 def digits_config(method: str, *, total_steps: int, **method_kwargs) -> ml_collections.ConfigDict:
   """The package's digits recipe (:func:`ssl_jax.config.default_config`: ``cnn_digits``, the
-  affine/noise/erasing views, AdamW with warmup and cosine decay, batch 256) for ``method``,
-  run for ``total_steps``, with ``method_kwargs`` over the method's defaults (the rest are filled
-  in by :func:`ssl_jax.config.load_config`)."""
+  affine/noise/erasing views, AdamW at 2e-3 with warmup and cosine decay, batch 256) for
+  ``method``, run for ``total_steps``, with ``method_kwargs`` over the method's defaults (the rest
+  are filled in by :func:`ssl_jax.config.load_config`).
+
+  The ``experiments/<method>_digits.py`` recipes set each method's knobs with it, tuned on a
+  validation split inside the digits train set (``--config.train_split=fit
+  --config.test_split=val``), never on the test split; each file's docstring records the
+  variants tried and their 1-label linear-probe accuracy on that split (mean of 5 draws).
+  """
   c = default_config()
   c.method = method
   c.method_kwargs = ml_collections.ConfigDict(method_kwargs)
