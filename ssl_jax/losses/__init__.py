@@ -8,19 +8,26 @@ exact gradients; without it the same function on the global batch gives the same
   :func:`nnclr` and its :func:`nearest_neighbour` lookup.
 - regression (stop-gradient targets): :func:`negative_cosine` (SimSiam), :func:`byol_loss`.
 - redundancy reduction (batch statistics): :func:`barlow_twins`, :func:`vicreg`.
+- language: :func:`masked_lm` (BERT/RoBERTa), :func:`causal_lm` (GPT), :func:`next_sentence`
+  (BERT's NSP), :func:`simcse`; token sums and counts reduced separately across devices.
 """
 
 from ssl_jax.losses.contrastive import infonce, nearest_neighbour, nnclr, ntxent
 from ssl_jax.losses.redundancy import barlow_twins, vicreg
 from ssl_jax.losses.regression import byol_loss, negative_cosine
+from ssl_jax.losses.text import causal_lm, masked_lm, next_sentence, simcse
 
 __all__ = [
     "barlow_twins",
     "byol_loss",
+    "causal_lm",
     "infonce",
+    "masked_lm",
     "nearest_neighbour",
+    "next_sentence",
     "negative_cosine",
     "nnclr",
     "ntxent",
+    "simcse",
     "vicreg",
 ]

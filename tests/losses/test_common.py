@@ -21,7 +21,11 @@ LOSSES = {
     "byol_loss": lambda a, b, **kw: losses.byol_loss(a, b, **kw),
     "barlow_twins": lambda a, b, **kw: losses.barlow_twins(a, b, **kw),
     "vicreg": lambda a, b, **kw: losses.vicreg(a, b, **kw),
+    "simcse": lambda a, b, **kw: losses.simcse(a, b, temperature=0.05, **kw),
 }
+# Token-level language losses take logits and integer targets, not two views: their shared
+# properties are swept in tests/losses/test_text.py.
+TOKEN_LOSSES = {"masked_lm", "causal_lm", "next_sentence"}
 every_loss = pytest.mark.parametrize("name", sorted(LOSSES))
 
 
@@ -32,8 +36,8 @@ def _views(dtype=np.float32, seed=0):
 
 
 def test_sweep_covers_every_exported_loss():
-  assert {name for name in LOSSES if name != "infonce_queue"} | {"nearest_neighbour"} == set(
-      losses.__all__)
+  assert ({name for name in LOSSES if name != "infonce_queue"} | {"nearest_neighbour"}
+          | TOKEN_LOSSES) == set(losses.__all__)
 
 
 @pytest.mark.parametrize("name", sorted(set(losses.__all__) - {"nearest_neighbour"}))
@@ -43,9 +47,10 @@ def test_signature_conventions(name):
   assert params["axis_name"].default is None
   for p in params.values():  # hyperparameters are keyword-only: only arrays are positional
     if p.kind is not inspect.Parameter.KEYWORD_ONLY:
-      assert p.name in {"z_a", "z_b", "query", "key", "negatives", "support", "p", "z"}
+      assert p.name in {"z_a", "z_b", "query", "key", "negatives", "support", "p", "z", "logits",
+                        "labels", "mask", "tokens", "is_next"}
   doc = getattr(losses, name).__doc__
-  assert "https://arxiv.org/abs/" in doc and ">>> " in doc
+  assert "https://" in doc and ">>> " in doc  # a paper reference and a doctested example
 
 
 @every_loss
