@@ -75,7 +75,10 @@ def base_config() -> ml_collections.ConfigDict:
   # the newest older step that verifies.
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, max_to_keep=3, async_save=True,
                                                 on_corrupt="error"))
-  c.log = ml_collections.ConfigDict(dict(every_steps=10, tensorboard=True))
+  # health_monitors: RankMe, alignment and uniformity beside embedding_std in every step's
+  # metrics (ssl_jax.evaluate.monitors; False keeps the cheap ones for very wide embeddings).
+  c.log = ml_collections.ConfigDict(dict(every_steps=10, tensorboard=True,
+                                         health_monitors=True))
   c.quiet = False
   c.max_consecutive_skips = 10
 

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.evaluate.monitors import embedding_std
+from ssl_jax.evaluate.monitors import method_health
 from ssl_jax.losses._utils import global_mean
 from ssl_jax.losses.redundancy import _standardize  # the loss's own standardization (same eps)
 from ssl_jax.methods import Method, no_update
@@ -104,7 +104,7 @@ def make(config, *, total_steps: int | None = None) -> Method:
     on_diag = jnp.sum(jnp.square(1.0 - global_mean(sa * sb, axis_name)))
     off_diag = (jax.lax.stop_gradient(unscaled) - on_diag) / kw.lambda_
     metrics = {"loss": loss, "bt_on_diag": on_diag, "bt_off_diag": off_diag,
-               **embedding_std(z_a, axis_name=axis_name)}
+               **method_health(config, z_a, z_b, axis_name=axis_name)}
     return loss, (metrics, new_stats, method_state)
 
   return Method(init=plain_init(nets), loss_fn=loss_fn, update=no_update,

@@ -28,7 +28,10 @@ initialization open; the official code initializes it independently and reports 
 ``features`` is the online encoder, as the paper evaluates.
 
 The collapse monitor (:func:`ssl_jax.evaluate.monitors.embedding_std`) is computed on the online
-projection of view ``a`` (the target's projection of it differs only by the EMA lag).
+projection of view ``a`` (the target's projection of it differs only by the EMA lag), with the
+other health monitors (:func:`ssl_jax.evaluate.monitors.health_metrics`: RankMe and uniformity of
+it, alignment with the online projection of view ``b``) and ``teacher_agreement``, the mean cosine
+of the online prediction ``p_a`` and the target projection ``t_b`` it regresses.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.evaluate.monitors import embedding_std
+from ssl_jax.evaluate.monitors import method_health
 from ssl_jax.methods import Method
 from ssl_jax.methods.common import (bn_axis, build_encoder, cosine_momentum, encoder_features,
                                    teacher_after_forward, teacher_init, teacher_update,
@@ -108,14 +111,15 @@ def make(config, *, total_steps: int | None = None) -> Method:
     def target_forward(x):
       return jax.lax.stop_gradient(embed(target, x))
 
-    (z_a, p_a), (_, p_b) = online_forward(x_a), online_forward(x_b)
+    (z_a, p_a), (z_b, p_b) = online_forward(x_a), online_forward(x_b)
     t_a, t_b = target_forward(x_a), target_forward(x_b)
     loss = (losses.byol_loss(p_a, t_b, axis_name=axis_name)
             + losses.byol_loss(p_b, t_a, axis_name=axis_name))
     new_state = {"target": teacher_after_forward(
         method_state["target"], target_nets.batch_stats(target), axis_name=axis_name,
         sync_bn=config.sync_bn)}
-    metrics = {"loss": loss, **embedding_std(z_a, axis_name=axis_name)}
+    metrics = {"loss": loss, **method_health(config, z_a, z_b, axis_name=axis_name,
+                                              student=p_a, teacher=t_b)}
     return loss, (metrics, online_nets.batch_stats(online), new_state)
 
   def update(params, batch_stats, method_state, step):

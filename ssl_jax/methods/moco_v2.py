@@ -46,7 +46,9 @@ BatchNorm running averages in ``method_state["key"]["batch_stats"]`` (never used
 network is complete).
 
 ``method_state = {"key": {"params", "batch_stats"}, "queue": [K, D] float32, "queue_ptr": int32}``.
-``features`` is the query encoder (before the head), as the paper evaluates.
+``features`` is the query encoder (before the head), as the paper evaluates. Health monitors
+(:func:`ssl_jax.evaluate.monitors.health_metrics`) are taken on the queries ``q_a``; alignment and
+``teacher_agreement`` on the positive pairs the loss uses, query ``q_a`` and key ``k_b``.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.evaluate.monitors import embedding_std
+from ssl_jax.evaluate.monitors import method_health
 from ssl_jax.losses._utils import l2_normalize
 from ssl_jax.methods import Method
 from ssl_jax.methods.common import (bn_axis, build_encoder, ema, encoder_features, encoder_width,
@@ -151,7 +153,8 @@ def make(config, *, total_steps: int | None = None) -> Method:
                  "queue": new_queue, "queue_ptr": new_ptr}
     positive = jnp.mean(jnp.sum(l2_normalize(q_a) * l2_normalize(k_b), axis=1))
     metrics = {"loss": loss, "positive_cosine": jax.lax.stop_gradient(positive),
-               **embedding_std(q_a, axis_name=axis_name)}
+               **method_health(config, q_a, k_b, axis_name=axis_name, student=q_a,
+                               teacher=k_b)}
     return loss, (metrics, nets.batch_stats(query_net), new_state)
 
   def update(params, batch_stats, method_state, step):

@@ -32,7 +32,9 @@ both views; each query must pick its own key among the keys of the whole global 
 
 ``method_state = {"momentum": {"params": {"encoder", "projector"}, "batch_stats": {...}}}``.
 ``features`` is the base encoder (the class token of a ViT, before the projector), as the paper
-evaluates. The collapse monitor is computed on the normalized query (prediction) of view ``a``.
+evaluates. The health monitors (:func:`ssl_jax.evaluate.monitors.health_metrics`) are computed on
+the query (prediction) of view ``a``, alignment between the two views' queries, and
+``teacher_agreement`` between the query ``q1`` and the momentum key ``k2`` it is trained to match.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.evaluate.monitors import embedding_std
+from ssl_jax.evaluate.monitors import method_health
 from ssl_jax.losses._utils import l2_normalize
 from ssl_jax.methods import Method
 from ssl_jax.methods.common import (bn_axis, build_encoder, cosine_momentum, encoder_features,
@@ -126,7 +128,8 @@ def make(config, *, total_steps: int | None = None) -> Method:
         sync_bn=config.sync_bn)}
     positive = jnp.mean(jnp.sum(l2_normalize(q1) * l2_normalize(k2), axis=1))
     metrics = {"loss": loss, "positive_cosine": jax.lax.stop_gradient(positive),
-               **embedding_std(q1, axis_name=axis_name)}
+               **method_health(config, q1, q2, axis_name=axis_name, student=q1,
+                               teacher=k2)}
     return loss, (metrics, base_nets.batch_stats(base), new_state)
 
   def update(params, batch_stats, method_state, step):

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.evaluate.monitors import embedding_std
+from ssl_jax.evaluate.monitors import method_health
 from ssl_jax.losses._utils import global_mean, l2_normalize
 from ssl_jax.methods import Method, no_update
 from ssl_jax.methods.common import (bn_axis, build_encoder, encoder_features, encoder_width,
@@ -132,7 +132,7 @@ def make(config, *, total_steps: int | None = None) -> Method:
     loss = 0.5 * (losses.infonce(nn_a, p_b, temperature=t, axis_name=axis_name)
                   + losses.infonce(nn_b, p_a, temperature=t, axis_name=axis_name))
 
-    metrics = {"loss": loss, **embedding_std(z_a, axis_name=axis_name)}
+    metrics = {"loss": loss, **method_health(config, z_a, z_b, axis_name=axis_name)}
     labels = batch.get("label")
     if labels is not None:
       same = (method_state["queue_label"][idx_a] == labels).astype(jnp.float32)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.evaluate.monitors import embedding_std
+from ssl_jax.evaluate.monitors import method_health
 from ssl_jax.methods import Method, no_update
 from ssl_jax.methods.common import (bn_axis, build_encoder, encoder_features, plain_init,
                                    two_views)
@@ -67,7 +67,7 @@ def make(config, *, total_steps: int | None = None) -> Method:
       z = model.projector(z, train=True)
     z_a, z_b = jnp.split(z, 2)
     loss = losses.ntxent(z_a, z_b, temperature=kw.temperature, axis_name=axis_name)
-    metrics = {"loss": loss, **embedding_std(z_a, axis_name=axis_name)}
+    metrics = {"loss": loss, **method_health(config, z_a, z_b, axis_name=axis_name)}
     return loss, (metrics, nets.batch_stats(model), method_state)
 
   return Method(init=plain_init(nets), loss_fn=loss_fn, update=no_update,

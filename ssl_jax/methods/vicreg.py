@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.evaluate.monitors import embedding_std
+from ssl_jax.evaluate.monitors import method_health
 from ssl_jax.losses._utils import global_count, global_mean
 from ssl_jax.methods import Method, no_update
 from ssl_jax.methods.barlow_twins import build_networks, embed_views
@@ -75,7 +75,7 @@ def make(config, *, total_steps: int | None = None) -> Method:
                          cov_weight=kw.cov_weight, eps=kw.eps, axis_name=axis_name)
     invariance, variance = _terms(z_a, z_b, kw.eps, axis_name)
     metrics = {"loss": loss, "vicreg_invariance": invariance, "vicreg_variance": variance,
-               **embedding_std(z_a, axis_name=axis_name)}
+               **method_health(config, z_a, z_b, axis_name=axis_name)}
     if kw.cov_weight:
       rest = jax.lax.stop_gradient(loss) - kw.sim_weight * invariance - kw.var_weight * variance
       metrics["vicreg_covariance"] = rest / kw.cov_weight
