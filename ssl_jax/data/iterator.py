@@ -19,8 +19,11 @@ batches are identical for any ``worker_count``. For the same reason the checkpoi
 the next step (plus fields that validate it): it can be restored with any ``worker_count`` or
 process count, unlike Grain's own ``DataLoader`` state which pins the worker count.
 
-Each batch is ``{"image": uint8 [B/P, H, W, C], "label": int32 [B/P], "index": int32 [B/P]}``;
-``index`` is the example's index in the source, from which augmentation keys are derived.
+Each batch stacks every field of the source's examples along a new leading axis and adds
+``index``, the examples' indices in the source (int32 ``[B/P]``), from which augmentation keys are
+derived: ``{"image": uint8 [B/P, H, W, C], "label": int32 [B/P], "index"}`` for images,
+``{"tokens": int32 [B/P, T], "segment_ids", "positions", "label", "index"}`` for packed text
+(:class:`ssl_jax.data.text.PackedTextSource`).
 """
 
 from __future__ import annotations
@@ -119,14 +122,20 @@ class LocalBatchSource:
     step = self.first_step + int(record)
     indices = self.indices(step)
     examples = self.source.__getitems__(indices.tolist())
-    try:
-      images = np.stack([ex["image"] for ex in examples])
-    except ValueError as e:
-      raise ValueError(f"{self.source!r}: images of different shapes in one batch ({e}); "
-                       f"load the source with image_size= to give them one size") from e
-    return {"image": images,
-            "label": np.asarray([ex["label"] for ex in examples], np.int32),
-            "index": indices.astype(np.int32)}
+    batch = {}
+    for key in examples[0]:
+      try:
+        batch[key] = np.stack([np.asarray(ex[key]) for ex in examples])
+      except ValueError as e:
+        if key == "image":
+          raise ValueError(f"{self.source!r}: images of different shapes in one batch ({e}); "
+                           f"load the source with image_size= to give them one size") from e
+        raise ValueError(f"{self.source!r}: field {key!r} has different shapes in one batch "
+                         f"({e})") from e
+    if "label" in batch:
+      batch["label"] = batch["label"].astype(np.int32, copy=False)
+    batch["index"] = indices.astype(np.int32)
+    return batch
 
 
 class BatchIterator(Iterator[Batch]):
@@ -273,7 +282,9 @@ def make_iterator(source: Source, *, global_batch_size: int, seed: int, shuffle:
     prefetch: Batches read ahead (reader threads and buffer per process or worker; 0: none).
 
   Returns:
-    A :class:`BatchIterator` yielding ``{"image", "label", "index"}`` local batches.
+    A :class:`BatchIterator` yielding local batches: every field of the source's examples
+    stacked (``{"image", "label"}`` for images, ``{"tokens", "segment_ids", "positions",
+    "label"}`` for packed text), plus ``"index"``.
 
   Raises:
     ValueError: on an indivisible batch size, a bad process index, or a source smaller than one
