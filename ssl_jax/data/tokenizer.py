@@ -23,6 +23,10 @@ of the special tokens and ``save``. Build one with :func:`make_tokenizer` from a
   ``[MASK]`` or both of a ``[CLS]``/``[BOS]`` or ``[SEP]``/``[EOS]`` pair is a ``ValueError``
   naming them.
 
+Special-token strings inside a text (a literal ``[MASK]`` or ``<s>``) are encoded as ordinary text,
+never as special ids, for every kind (``encode_special_tokens`` of the ``tokenizers`` library is
+set): only the code that frames and masks sequences puts special ids in them.
+
 For ``bytes``, ``bpe`` and ``wordpiece`` the special tokens are ids 0..6 in the order of
 :data:`SPECIAL_TOKENS`. Training is deterministic (the same corpus gives the same vocabulary);
 ``min_frequency`` is 2, so a tiny corpus can give fewer tokens than ``vocab_size``.
@@ -185,6 +189,9 @@ class HFTokenizer(Tokenizer):
 
   def __init__(self, tokenizer: Any, spec: str, special_ids: dict[str, int]):
     self.tokenizer = tokenizer
+    # Special-token strings inside a text ("[MASK]" in a docstring) are plain text, as for bytes:
+    # only the code that frames and masks sequences puts special ids in them.
+    tokenizer.encode_special_tokens = True
     self.spec = spec
     self.vocab_size = int(tokenizer.get_vocab_size(with_added_tokens=True))
     added = [i for i, tok in tokenizer.get_added_tokens_decoder().items() if tok.special]
@@ -249,6 +256,7 @@ class HFTokenizer(Tokenizer):
 
     state = dict(state)
     state["tokenizer"] = _HF.from_str(state["tokenizer"])
+    state["tokenizer"].encode_special_tokens = True
     self.__dict__.update(state)
 
 
