@@ -113,6 +113,8 @@ class PackedTextSource(_RowSource):
     tokenizer: The tokenizer.
     seq_len: Row length ``T`` (>= 2).
     style: ``"bert"`` (``[CLS] doc [SEP]``) or ``"gpt"`` (``[BOS] doc [EOS]``).
+    pack: False puts each document alone in its row, truncated to its first ``T`` framed tokens
+      (for sentence-level objectives such as SimCSE, where a row is one example).
 
   Attributes:
     name, split: The corpus's.
@@ -128,7 +130,7 @@ class PackedTextSource(_RowSource):
   """
 
   def __init__(self, corpus: TextCorpus, tokenizer: Tokenizer, *, seq_len: int,
-               style: str = "bert"):
+               style: str = "bert", pack: bool = True):
     if style not in STYLES:
       raise ValueError(f"unknown packing style {style!r}; valid styles: {', '.join(STYLES)}")
     self.seq_len = t = _check_seq_len(seq_len, 2)
@@ -149,10 +151,12 @@ class PackedTextSource(_RowSource):
     for (doc_index, _), ids in zip(docs, encoded):
       framed = np.concatenate([[first], ids, [last]]).astype(np.int32)
       pieces.extend((doc_index, framed[s:s + t]) for s in range(0, len(framed), t))
+    if not pack:  # one document per row, truncated to T (sentence-level objectives: SimCSE)
+      pieces = [p for i, p in enumerate(pieces) if i == 0 or pieces[i - 1][0] != p[0]]
     rows: list[list[tuple[int, np.ndarray]]] = []
     room = 0
     for piece in pieces:
-      if len(piece[1]) > room:
+      if len(piece[1]) > room or not pack:
         rows.append([])
         room = t
       rows[-1].append(piece)
@@ -328,7 +332,7 @@ def _truncate_pair(a: np.ndarray, b: np.ndarray, max_tokens: int) -> tuple[np.nd
 
 def load_text_source(name: str, split: str, *, tokenizer: Tokenizer, seq_len: int,
                      style: str = "bert", pairs: bool = False, data_dir: str | None = None,
-                     text_key: str = "text", seed: int = 0
+                     text_key: str = "text", seed: int = 0, pack: bool = True
                      ) -> PackedTextSource | SentencePairSource:
   """Loads a corpus split and builds its packed (or sentence-pair) source.
 
@@ -342,6 +346,7 @@ def load_text_source(name: str, split: str, *, tokenizer: Tokenizer, seq_len: in
     data_dir: TFDS data directory (``tfds:`` only).
     text_key: TFDS text feature (``tfds:`` only).
     seed: Pair-construction seed (``pairs`` only).
+    pack: False: one document per row (see :class:`PackedTextSource`).
 
   Returns:
     A :class:`PackedTextSource` or :class:`SentencePairSource`.
@@ -354,4 +359,4 @@ def load_text_source(name: str, split: str, *, tokenizer: Tokenizer, seq_len: in
   corpus = load_corpus(name, split, data_dir=data_dir, text_key=text_key)
   if pairs:
     return SentencePairSource(corpus, tokenizer, seq_len=seq_len, seed=seed)
-  return PackedTextSource(corpus, tokenizer, seq_len=seq_len, style=style)
+  return PackedTextSource(corpus, tokenizer, seq_len=seq_len, style=style, pack=pack)
