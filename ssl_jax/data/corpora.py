@@ -233,7 +233,7 @@ def _stdlib_extraction() -> dict[str, Any]:
       tree = ast.parse(path.read_bytes(), filename=str(path))
     except (SyntaxError, ValueError):  # Files kept for other Python versions, templates.
       continue
-    docstrings.extend(_docstrings(tree, module))
+    docstrings.extend([name, text] for name, text in _docstrings(tree, module))
   result = {"modules": [".".join(p) for p in files], "docstrings": docstrings}
   try:
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -316,6 +316,9 @@ def _task_split(records: list, min_per_class: int, train_test_split: Any) -> dic
   for rec in records:
     counts[rec[2]] = counts.get(rec[2], 0) + 1
   classes = tuple(p for p in DOCSTRING_TASK_PACKAGES if counts.get(p, 0) >= min_per_class)
+  if len(classes) < 2:
+    raise ValueError(f"docstring_task: fewer than 2 packages have {min_per_class} docstrings in "
+                     f"this Python build; lower min_per_class")
   kept = [rec for rec in records if rec[2] in classes]
   labels = [classes.index(rec[2]) for rec in kept]
   idx = np.arange(len(kept))
@@ -340,9 +343,6 @@ def _task(split: str, min_per_class: int) -> tuple[list[tuple], tuple[str, ...]]
   if not isinstance(min_per_class, (int, np.integer)) or min_per_class < 2:
     raise ValueError(f"docstring_task: min_per_class must be an int >= 2, got {min_per_class!r}")
   parts = _task_split(_task_data()["records"], int(min_per_class), train_test_split)
-  if len(parts["classes"]) < 2:
-    raise ValueError(f"docstring_task: fewer than 2 packages have {min_per_class} docstrings in "
-                     f"this Python build; lower min_per_class")
   return parts[split], parts["classes"]
 
 

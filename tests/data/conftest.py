@@ -28,3 +28,11 @@ def tfds_data_dir(tfds_builders, tmp_path_factory):
   data_dir = tmp_path_factory.mktemp("tfds")
   tfds_builders.prepare(str(data_dir))
   return str(data_dir)
+
+
+@pytest.fixture(scope="session")
+def tfds_text_data_dir(tfds_builders, tmp_path_factory):
+  """A TFDS data_dir holding the tiny text dataset (``ssl_jax_tiny_text``) as ArrayRecord."""
+  data_dir = tmp_path_factory.mktemp("tfds_text")
+  tfds_builders.prepare_text(str(data_dir))
+  return str(data_dir)

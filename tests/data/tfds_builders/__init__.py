@@ -91,3 +91,40 @@ def prepare(data_dir: str) -> None:
     SslJaxTinyImages(config=config, data_dir=data_dir,
                      file_format="array_record").download_and_prepare()
   SslJaxTinyTensors(data_dir=data_dir, file_format="array_record").download_and_prepare()
+
+
+# ----------------------------------------------------------------------- text (corpus tests)
+
+TEXT_SPLIT_SIZES = {"train": 12, "test": 4}
+_WORDS = ("alpha", "beta", "gamma", "délta", "ε", "naïve", "日本", "zeta", "🙂", "omega")
+
+
+def expected_text(split: str, idx: int) -> str:
+  """The text of example ``idx`` of ``split`` of ``ssl_jax_tiny_text`` (non-ASCII words too)."""
+  words = [_WORDS[(idx * 7 + k * 3 + len(split)) % len(_WORDS)] for k in range(3 + idx % 5)]
+  return f"{split} document {idx}: " + " ".join(words) + "."
+
+
+class SslJaxTinyText(tfds.core.GeneratorBasedBuilder):
+  """Short multilingual sentences under ``text`` (a ``Text`` feature) and an integer ``id``."""
+
+  VERSION = tfds.core.Version("1.0.0")
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
+        "text": tfds.features.Text(),
+        "id": tfds.features.Scalar(dtype=np.int64),
+    }))
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    del dl_manager
+    return {split: self._generate_examples(split) for split in TEXT_SPLIT_SIZES}
+
+  def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
+    for idx in range(TEXT_SPLIT_SIZES[split]):
+      yield idx, {"text": expected_text(split, idx), "id": idx}
+
+
+def prepare_text(data_dir: str) -> None:
+  """Writes :class:`SslJaxTinyText` into ``data_dir`` as ArrayRecord."""
+  SslJaxTinyText(data_dir=data_dir, file_format="array_record").download_and_prepare()
