@@ -185,9 +185,10 @@ class PackedTextSource(_RowSource):
             f"num_tokens={self.num_tokens})")
 
 
-# Sentence ends: ., ! or ? (optionally followed by closing quotes / brackets), then whitespace,
+# Sentence ends: ., ! or ? (optionally followed by one closing quote / bracket), then whitespace,
 # then an upper-case letter, a digit or an opening quote / bracket; or a blank line.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n[ \t\r\f\v]*\n\s*")
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])"
+                           r"|\n[ \t\r\f\v]*\n\s*")
 _ABBREVIATIONS = frozenset({"e.g.", "i.e.", "etc.", "vs.", "cf.", "mr.", "mrs.", "dr.", "no.",
                             "st.", "fig.", "approx.", "resp.", "al."})
 
@@ -195,8 +196,8 @@ _ABBREVIATIONS = frozenset({"e.g.", "i.e.", "etc.", "vs.", "cf.", "mr.", "mrs.",
 def split_sentences(text: str) -> list[str]:
   """Splits ``text`` into sentences with a simple rule (no model, no download).
 
-  A sentence ends at a blank line, or after ``.``, ``!`` or ``?`` (and any closing quotes or
-  brackets) followed by whitespace and an upper-case letter, digit or opening quote or bracket,
+  A sentence ends at a blank line, or after ``.``, ``!`` or ``?`` (and one closing quote or
+  bracket) followed by whitespace and an upper-case letter, digit or opening quote or bracket,
   unless the word before is a common abbreviation (``e.g.``, ``i.e.``, ``etc.``, ``vs.``, ``cf.``,
   ``Mr.``, ...) or a single letter (an initial). Sentences are stripped; empty ones dropped.
 
