@@ -1,7 +1,9 @@
 """``ssl-jax``: the command line (thin: parse, load config, call train / evaluate).
 
   ssl-jax pretrain [--config FILE[:ARG]] [--workdir DIR] [--overwrite] [--quiet] [--config.KEY=V]
-  ssl-jax eval --workdir DIR [--dataset NAME] [--protocol knn|linear|all]
+  ssl-jax eval --workdir DIR [--dataset NAME] [--protocol knn|linear|fewshot|finetune|all]
+  ssl-jax report --workdir DIR [--projection pca|tsne]
+  ssl-jax bench --suite vs-pytorch|methods|config --out FILE.jsonl [--batch-size 64] [...]
 
 ``pretrain`` with no arguments runs the default: SimCLR on ``digits``, then evaluates it.
 Multi-host (one process per host): pass ``--coordinator_address HOST:PORT --num_processes N
@@ -42,15 +44,32 @@ def _parser() -> argparse.ArgumentParser:
   e.add_argument("--workdir", required=True)
   e.add_argument("--dataset", default=None,
                  help="evaluate on another dataset (transfer): writes eval_<dataset>.json")
-  e.add_argument("--protocol", default="all", choices=("knn", "linear", "all"))
+  e.add_argument("--protocol", default="all",
+                 choices=("knn", "linear", "fewshot", "finetune", "all"),
+                 help="knn / linear: that probe at every budget of config.eval.budgets; fewshot: "
+                 "both probes at the few-label budgets only; finetune: fine-tune the encoder "
+                 "(config.eval.finetune) into DIR/finetune/<name>/; all: knn, linear and finetune")
   e.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   _distributed_args(e)
+
+  r = sub.add_parser("report", help="figures and a Markdown summary of a workdir in DIR/report/")
+  r.add_argument("--workdir", required=True)
+  r.add_argument("--projection", default=None, choices=("pca", "tsne"),
+                 help="2-D projection of the test-set features (default: config.eval."
+                 "report_projection)")
+  r.add_argument("--no-embedding", action="store_true",
+                 help="skip the embedding figure (no checkpoint is read)")
 
   c = sub.add_parser("compare", help="a Markdown table of several workdirs' eval.json",
                      description="One row per workdir (named by its method unless --names), then "
                      "the random-init and raw-pixel baselines, which must be the same for all.")
   c.add_argument("workdirs", nargs="+")
   c.add_argument("--names", default=None, help="comma-separated row names, one per workdir")
+
+  b = sub.add_parser("bench", help="benchmarks: step throughput, MFU, input pipeline, vs PyTorch",
+                     description="See ssl_jax/bench and benchmarks/README.md.")
+  from ssl_jax.bench import cli as bench_cli  # pylint: disable=g-import-not-at-top
+  bench_cli.add_arguments(b)
   return parser
 
 
@@ -74,6 +93,20 @@ def _compare(workdirs, names) -> str:
       raise ValueError(f"two workdirs are named {name!r}; give --names.")
     runs[name] = results
   return compare_markdown(runs)
+
+
+def _report(workdir, projection, *, embedding: bool) -> None:
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from ssl_jax.evaluate.report import write_report  # pylint: disable=g-import-not-at-top
+  from ssl_jax.evaluate.runner import load_run_config  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"{workdir} is not a directory: give a pretraining workdir.")
+  ev = load_run_config(workdir).eval
+  if jax.process_index() == 0:
+    summary = write_report(workdir, projection=projection or ev.get("report_projection", "pca"),
+                           max_points=ev.get("report_max_points", 2000), embedding=embedding)
+    print(f"Report: {summary} (figures in {os.path.dirname(summary)})")
 
 
 def _distributed_args(p: argparse.ArgumentParser) -> None:
@@ -106,6 +139,9 @@ def main(argv=None) -> int:
     if args.command == "compare":
       print(_compare(args.workdirs, args.names))
       return 0
+    if args.command == "bench":
+      from ssl_jax.bench import cli as bench_cli  # pylint: disable=g-import-not-at-top
+      return bench_cli.main_from_args(args)
     _init_distributed(args)
     if args.command == "pretrain":
       if args.quiet:
@@ -118,10 +154,14 @@ def main(argv=None) -> int:
       if config.eval.at_end and not args.no_eval:
         from ssl_jax.evaluate.runner import evaluate_workdir  # pylint: disable=g-import-not-at-top
         evaluate_workdir(workdir)
+        if config.eval.report:
+          _report(workdir, None, embedding=True)
+    elif args.command == "report":
+      _report(args.workdir, args.projection, embedding=not args.no_embedding)
     else:
       from ssl_jax.evaluate.runner import evaluate_workdir  # pylint: disable=g-import-not-at-top
-      protocols = None if args.protocol == "all" else (args.protocol,)
-      evaluate_workdir(args.workdir, dataset=args.dataset, step=args.step, protocols=protocols)
+      evaluate_workdir(args.workdir, dataset=args.dataset, step=args.step,
+                       protocols=args.protocol)
   except (ValueError, FileNotFoundError) as e:
     print(f"ssl-jax: error: {e}", file=sys.stderr)
     return EXIT_BAD_INPUT

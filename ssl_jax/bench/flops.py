@@ -1,0 +1,202 @@
+"""Analytic model FLOPs of a train step: encoders, heads, and the networks a method runs.
+
+Counting convention (the one of MFU in Chowdhery et al., 2022, "PaLM", arXiv:2204.02311,
+appendix B, and of Kaplan et al., 2020, arXiv:2001.08361): a multiply-add is 2 FLOPs; only the
+matrix products of the networks count (convolutions, dense layers, attention's ``QK^T`` and
+``AV``); normalization, activations, pooling, augmentation, the loss and the optimizer do not. A
+trained network costs 3x its forward pass (forward, then the gradients of activations and of
+weights, each as large as the forward); a teacher (EMA/momentum network) costs its forward pass
+only. No rematerialization is counted (a remat model recomputes more than its model FLOPs).
+
+The encoder is walked as built (``nnx.eval_shape``: no parameter is computed), so every
+constructor option (stem, width, patch size, ...) is honoured; each layer's FLOPs follow from its
+kernel shape, strides, padding and input size:
+
+* convolution: ``2 * Ho * Wo * kh * kw * C_in * C_out`` per example;
+* dense layer: ``2 * tokens * in * out`` per example;
+* self-attention over ``T`` tokens of width ``D``: ``2 * 2 * T * T * D`` (scores and weighted sum).
+
+Cross-checked against XLA's ``compiled.cost_analysis()["flops"]`` in tests/test_benchmarks.py.
+XLA counts every operation (elementwise, normalization, optimizer) and reports the program of
+one device, so it is an upper bound of the model FLOPs per device on matmul-dominated models.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+
+from ssl_jax.models.cnn import SmallCNN
+from ssl_jax.models.conv import Conv, resolve_padding
+from ssl_jax.models.resnet import BasicBlock, Bottleneck, ResNet
+from ssl_jax.models.vit import VisionTransformer
+
+PyTree = Any
+
+
+def conv_flops(conv: Conv, hw: Sequence[int]) -> tuple[int, tuple[int, int]]:
+  """``(FLOPs per example, (Ho, Wo))`` of ``conv`` applied to an ``[H, W, C_in]`` input."""
+  (kh, kw), (sh, sw) = conv.kernel_size, conv.strides
+  (top, bottom), (left, right) = resolve_padding(conv.padding, hw, (kh, kw), (sh, sw))
+  ho = (hw[0] + top + bottom - kh) // sh + 1
+  wo = (hw[1] + left + right - kw) // sw + 1
+  return 2 * ho * wo * kh * kw * conv.in_features * conv.out_features, (ho, wo)
+
+
+def linear_flops(layer: nnx.Linear, tokens: int = 1) -> int:
+  """FLOPs per example of a dense layer applied to ``tokens`` vectors."""
+  return 2 * tokens * layer.in_features * layer.out_features
+
+
+def _resnet(net: ResNet, hw: Sequence[int]) -> int:
+  total, hw = conv_flops(net.stem_conv, hw)
+  if net.stem_kind == "imagenet":  # 3x3 stride-2 max-pool, padding 1
+    hw = tuple((s + 2 - 3) // 2 + 1 for s in hw)
+  for blk in net.blocks:
+    convs = ([blk.conv1, blk.conv2] if isinstance(blk, BasicBlock) else
+             [blk.conv1, blk.conv2, blk.conv3])
+    assert isinstance(blk, (BasicBlock, Bottleneck))
+    block_in = hw
+    for conv in convs:
+      f, hw = conv_flops(conv, hw)
+      total += f
+    if blk.shortcut is not None:
+      total += conv_flops(blk.shortcut, block_in)[0]
+  if net.fc is not None:
+    total += linear_flops(net.fc)
+  return total
+
+
+def _vit(net: VisionTransformer, hw: Sequence[int]) -> int:
+  total, (gh, gw) = conv_flops(net.patch_embed, hw)
+  t = net.num_prefix + gh * gw
+  for blk in net.blocks:
+    total += sum(linear_flops(layer, t) for layer in (blk.attn.qkv, blk.attn.proj, blk.fc1,
+                                                        blk.fc2))
+    total += 2 * 2 * t * t * net.dim  # QK^T and AV over all heads
+  if net.head is not None:
+    total += linear_flops(net.head)
+  return total
+
+
+def _small_cnn(net: SmallCNN, hw: Sequence[int]) -> int:
+  total = 0
+  for conv, pool in zip(net.convs, net.pool):
+    f, hw = conv_flops(conv, hw)
+    total += f
+    if pool:
+      hw = (hw[0] // 2, hw[1] // 2)
+  for layer in (net.fc_hidden, net.fc):
+    if layer is not None:
+      total += linear_flops(layer)
+  return total
+
+
+def _dense_stack(module: nnx.Module) -> int:
+  """FLOPs per example of a module made of dense layers applied once each (MLP heads)."""
+  return sum(linear_flops(m) for _, m in nnx.iter_graph(module) if isinstance(m, nnx.Linear))
+
+
+def network_forward_flops(module: nnx.Module, hw: Sequence[int]) -> int:
+  """Forward FLOPs per example of an encoder (by type) or a head (dense layers).
+
+  Args:
+    module: a built (possibly abstract) :class:`ResNet`, :class:`VisionTransformer`,
+      :class:`SmallCNN`, or any module whose dense layers each run once per example (MLP heads).
+    hw: input height and width for encoders (ignored for heads).
+
+  Raises:
+    ValueError: for an encoder type without a formula (anything with convolutions or attention
+      that is not one of the above).
+  """
+  if isinstance(module, ResNet):
+    return _resnet(module, hw)
+  if isinstance(module, VisionTransformer):
+    return _vit(module, hw)
+  if isinstance(module, SmallCNN):
+    return _small_cnn(module, hw)
+  if any(isinstance(m, Conv) for _, m in nnx.iter_graph(module)):
+    raise ValueError(f"No FLOPs formula for {type(module).__name__}.")
+  return _dense_stack(module)
+
+
+def _networks(method_name: str, config) -> tuple[dict, dict]:
+  """``({name: (module, passes)}, {name: (module, passes)})``: trained networks and teachers,
+  each with the number of forward passes per example of the batch."""
+  from ssl_jax import methods  # pylint: disable=import-outside-toplevel
+
+  module = methods.get_module(method_name)
+  kw = config.method_kwargs
+  builders = {
+      "simclr": lambda: module.build_networks(config, projector_dims=(
+          kw.proj_hidden_dim, kw.proj_dim, kw.proj_layers, kw.proj_output_norm)),
+      "byol": lambda: module.build_networks(config, with_predictor=True),
+      "moco_v3": lambda: module.build_networks(config, with_predictor=True),
+  }
+  for name in ("barlow_twins", "vicreg"):
+    builders[name] = lambda: module.build_networks(
+        config, hidden=kw.proj_hidden_dim, out=kw.proj_dim, layers=kw.proj_layers)
+  nets = builders.get(method_name, lambda: module.build_networks(config))()
+  bundle = nnx.eval_shape(lambda: nets._build(nnx.Rngs(0), None))  # pylint: disable=protected-access
+  parts = {name: m for name, m in vars(bundle).items() if isinstance(m, nnx.Module)}
+  views = 2
+  trained = {name: (m, views) for name, m in parts.items()}
+  teachers: dict = {}
+  if method_name in ("byol", "moco_v3"):
+    teachers = {f"teacher_{n}": (parts[n], views) for n in ("encoder", "projector") if n in parts}
+  elif method_name == "moco_v2":
+    passes = 2 if kw.symmetric else 1
+    trained = {name: (m, passes) for name, m in parts.items()}
+    teachers = {f"teacher_{name}": (m, passes) for name, m in parts.items()}
+  return trained, teachers
+
+
+def method_step_flops(config, view_hw: Sequence[int], *, batch_size: int | None = None) -> dict:
+  """Model FLOPs of one train step of ``config`` (whole global batch, all devices).
+
+  Args:
+    config: a run config (method, encoder, heads, batch size).
+    view_hw: the height and width of each view the encoder sees.
+    batch_size: examples per step (default ``config.batch_size``).
+
+  Returns:
+    ``{"forward_per_example": {network: FLOPs of one forward pass on one view},
+    "trained_forward", "teacher_forward", "model_flops"}`` where the last three are per step and
+    ``model_flops = 3 * trained_forward + teacher_forward``.
+  """
+  batch = config.batch_size if batch_size is None else batch_size
+  trained, teachers = _networks(config.method, config)
+  per_example, totals = {}, {"trained": 0, "teacher": 0}
+  for kind, group in (("trained", trained), ("teacher", teachers)):
+    for name, (module, passes) in group.items():
+      f = network_forward_flops(module, view_hw)
+      per_example[name] = f
+      totals[kind] += f * passes * batch
+  return {"forward_per_example": per_example, "trained_forward": totals["trained"],
+          "teacher_forward": totals["teacher"],
+          "model_flops": 3 * totals["trained"] + totals["teacher"]}
+
+
+def xla_flops(compiled) -> float | None:
+  """``compiled.cost_analysis()["flops"]`` (one device's program), or None where the backend
+  does not report it (best-effort by XLA's own account)."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  if not cost or "flops" not in cost:
+    return None
+  return float(cost["flops"])
+
+
+def param_count(tree: PyTree) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+__all__ = ["conv_flops", "linear_flops", "network_forward_flops", "method_step_flops",
+           "xla_flops", "param_count"]
