@@ -1,4 +1,4 @@
-"""Tests for ssl_jax.data.corpora: pydoc / pystdlib / text: / tfds: corpora and the docstring task."""
+"""Tests for ssl_jax.data.corpora: pydoc, pystdlib, text:, tfds: corpora; the docstring task."""
 
 import collections
 import re
@@ -240,6 +240,15 @@ def test_tfds_catalog_builders_are_imported_on_demand(tmp_path):
   """`wikipedia` is not registered by `import tensorflow_datasets`; it is found after import."""
   with pytest.raises(FileNotFoundError, match=r"no ArrayRecord data for 'wikipedia/20230601.en'"):
     load_corpus("tfds:wikipedia:20230601.en", "train", data_dir=str(tmp_path))
+
+
+def test_tfds_mock_data():
+  """`tfds.testing.mock_data` fakes a catalog text dataset (smoke tests of real-data recipes)."""
+  import tensorflow_datasets as tfds
+
+  with tfds.testing.mock_data(num_examples=5):
+    c = load_corpus("tfds:lm1b", "train")
+  assert len(c.documents) == 5 and all(isinstance(d, str) and d for d in c.documents)
 
 
 def test_errors():

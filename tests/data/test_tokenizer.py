@@ -8,8 +8,9 @@ import pytest
 
 from ssl_jax.data.tokenizer import SPECIAL_TOKENS, make_tokenizer
 
-UNICODE = ["", "a", "héllo wörld", "日本語のテキスト", "emoji 🙂👍🏽 and\tTABS\n\nnew  lines",
-           "\x00\x7f control", "e\u0301 combining", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 outside the BMP"]
+UNICODE = ["", "a", "héllo wörld", "日本語のテキスト",
+           "emoji 🙂👍🏽 and\tTABS\n\nnew  lines", "\x00\x7f control",
+           "e\u0301 combining", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 outside the BMP"]
 PROSE = ("Return the value of the attribute, if it exists. Otherwise raise an error.\n"
          "The object's __dict__ is used when the name is not found.")
 
