@@ -230,6 +230,8 @@ def test_tfds_text(tfds_builders, tfds_text_data_dir):
   assert len(part.documents) == tfds_builders.TEXT_SPLIT_SIZES["train"] // 2
   with pytest.raises(ValueError, match=r"no feature 'body'; features are \['id', 'text'\]"):
     load_corpus("tfds:ssl_jax_tiny_text", "train", data_dir=tfds_text_data_dir, text_key="body")
+  with pytest.raises(ValueError, match="cannot read split 'validation'"):
+    load_corpus("tfds:ssl_jax_tiny_text", "validation", data_dir=tfds_text_data_dir)
   with pytest.raises(ValueError, match="no TFDS dataset named 'ssl_jax_tiny_textz'"):
     load_corpus("tfds:ssl_jax_tiny_textz", "train", data_dir=tfds_text_data_dir)
   with pytest.raises(FileNotFoundError, match="tfds build ssl_jax_tiny_text"):
