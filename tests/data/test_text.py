@@ -93,6 +93,18 @@ def test_packing_toy(toy, tok, style):
     src[len(src)]
 
 
+def test_one_document_per_row(toy, tok):
+  src = PackedTextSource(toy, tok, seq_len=T, pack=False)
+  docs = [i for i, d in enumerate(toy.documents) if d]
+  assert len(src) == len(docs) and (src.arrays()["segment_ids"].max(axis=1) == 1).all()
+  for row, i in enumerate(docs):
+    framed = np.concatenate([[tok.cls_id], tok.encode(toy.documents[i]), [tok.sep_id]])[:T]
+    ex = src[row]
+    np.testing.assert_array_equal(ex["tokens"][:len(framed)], framed)
+    assert (ex["segment_ids"][len(framed):] == 0).all() and (src.document_ids[row] != -1).sum() \
+        == len(framed)
+
+
 def test_packing_real_corpora(tok, bpe):
   for tokenizer in (tok, bpe):
     corpus = load_corpus("pydoc", "validation")
