@@ -20,14 +20,13 @@ import jax
 
 from ssl_jax import config as config_lib
 from ssl_jax.data import make_iterator
-from ssl_jax.train.loop import build, example_batch, load_train_source
+from ssl_jax.train.loop import build, example_batch_for, load_train_source
 
 
 def measure(config, *, steps: int, repeats: int) -> dict:
   source = load_train_source(config)
-  _, engine, _ = build(config, len(source), source.image_shape)
-  state = engine.init_state(jax.random.key(config.seed),
-                            example_batch(config.batch_size, source.image_shape))
+  _, engine, _ = build(config, len(source))
+  state = engine.init_state(jax.random.key(config.seed), example_batch_for(config, source))
   batch = engine.put_batch(next(make_iterator(source, global_batch_size=config.batch_size,
                                               seed=0)))
   t0 = time.perf_counter()

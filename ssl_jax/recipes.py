@@ -206,3 +206,44 @@ def runlocal_digits(config: ml_collections.ConfigDict,
   config.eval.num_draws = 2
   config.eval.budgets = (1, "all")
   return config
+
+
+def text_config(method: str, *, dataset: str, encoder: str, total_steps: int, batch_size: int,
+                lr: float, seq_len: int = 128, tokenizer: str = "bytes", warmup_steps: int = 100,
+                weight_decay: float = 0.01, **method_kwargs) -> ml_collections.ConfigDict:
+  """A language-model recipe: ``method`` on the corpus ``dataset`` with ``encoder`` (a text
+  Transformer), AdamW (beta2 0.98 as RoBERTa; no decay on biases and LayerNorm), linear warmup and
+  cosine decay, gradient clipping at 1.0, no learning-rate scaling with the batch (the papers give
+  the rate for their batch). Evaluation (:mod:`ssl_jax.evaluate.text`) probes encoders on the
+  docstring task with 1/5/10/all labels per class."""
+  c = base_config()
+  c.method = method
+  c.method_kwargs = ml_collections.ConfigDict(method_kwargs)
+  c.dataset = dataset
+  c.train_split, c.test_split = "train", "validation"
+  c.encoder = encoder
+  c.text.tokenizer = tokenizer
+  c.text.seq_len = seq_len
+  c.batch_size = batch_size
+  c.total_steps = total_steps
+  c.optimizer.update(name="adamw", lr=lr, lr_scaling="none", weight_decay=weight_decay,
+                     b1=0.9, b2=0.98, eps=1e-6, warmup_steps=warmup_steps, clip_norm=1.0)
+  c.checkpoint.every_steps = max(total_steps // 4, 1)
+  c.log.every_steps = 10
+  return c
+
+
+def runlocal_text(config: ml_collections.ConfigDict, *, encoder: str) -> ml_collections.ConfigDict:
+  """Shrinks a text ``config`` to a smoke check of seconds on a CPU: a tiny encoder, rows of 32
+  tokens, batch 16, 2 steps, evaluation with 1 and all labels and 2 draws."""
+  config.encoder = encoder
+  config.encoder_kwargs = ml_collections.ConfigDict(dict(max_len=64))
+  config.compute_dtype = "float32"
+  config.text.seq_len = 32
+  config.batch_size = 16
+  config.total_steps = 2
+  config.optimizer.warmup_steps = 1
+  config.eval.budgets = (1, "all")
+  config.eval.num_draws = 2
+  config.eval.batch_size = 64
+  return config

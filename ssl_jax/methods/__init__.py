@@ -18,7 +18,9 @@ The contract (all functions pure; ``params`` and ``batch_stats`` are plain neste
 * ``update(params, batch_stats, method_state, step) -> method_state``: after the optimizer step
   (EMA teachers, queue pushes). Not called for a step skipped for non-finite values.
 * ``features(params, batch_stats, images) -> [N, D]``: what evaluation probes: the encoder output
-  before any projector, BatchNorm in inference mode.
+  before any projector, BatchNorm in inference mode. Language methods (``MODALITY = "text"``,
+  see :mod:`ssl_jax.methods.text_common`) take ``{"tokens", "segment_ids", ...}`` instead of
+  images.
 
 ``batch_stats`` is a separate argument (not part of ``method_state``) because the engine owns it
 generically: it is the BatchNorm running statistics of the trained networks, updated by the
@@ -42,6 +44,11 @@ METHODS: dict[str, str] = {
     "barlow_twins": "ssl_jax.methods.barlow_twins",
     "vicreg": "ssl_jax.methods.vicreg",
     "nnclr": "ssl_jax.methods.nnclr",
+    # Language (MODALITY = "text"): rows of token ids instead of image views.
+    "mlm": "ssl_jax.methods.mlm",
+    "clm": "ssl_jax.methods.clm",
+    "nsp": "ssl_jax.methods.nsp",
+    "simcse": "ssl_jax.methods.simcse",
 }
 
 
@@ -65,6 +72,11 @@ def get_module(name: str) -> ModuleType:
   if name not in METHODS:
     raise ValueError(f"Unknown method {name!r}. Valid methods: {', '.join(sorted(METHODS))}.")
   return importlib.import_module(METHODS[name])
+
+
+def modality(name: str) -> str:
+  """``"image"`` or ``"text"``: what the method's batches hold (a module's ``MODALITY``)."""
+  return getattr(get_module(name), "MODALITY", "image")
 
 
 def make(name: str, config, *, total_steps: int | None = None) -> Method:

@@ -2,8 +2,9 @@
 
 The data pipeline yields ``{"image": uint8 [B, H, W, C], "label": [B], "index": [B]}``; the step
 turns it into ``{"views": {name: float32 [B, h, w, C]}, "label", "index"}`` with the view recipes of
-``config.views`` (:mod:`ssl_jax.augment`), keyed per example by its global ``index``. Later
-modalities (masking, text) add their own preprocessors with the same signature.
+``config.views`` (:mod:`ssl_jax.augment`), keyed per example by its global ``index``. Text batches
+(token rows) pass through unchanged: a language method masks or drops out inside its loss, keyed
+the same way.
 """
 
 from __future__ import annotations
@@ -27,3 +28,11 @@ def make_view_preprocess(views: Mapping[str, str]) -> Callable[[PyTree, jax.Arra
     return out
 
   return preprocess
+
+
+def make_preprocess(config) -> Callable[[PyTree, jax.Array], PyTree]:
+  """The run's on-device preprocessing: views for image methods, identity for text methods."""
+  from ssl_jax import methods  # pylint: disable=g-import-not-at-top
+  if methods.modality(config.method) == "text":
+    return lambda batch, key: batch
+  return make_view_preprocess(config.views)

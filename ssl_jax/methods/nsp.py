@@ -1,0 +1,50 @@
+"""BERT's full pretraining objective: masked LM + next-sentence prediction (Devlin et al., 2019,
+section 3.1, https://arxiv.org/abs/1810.04805).
+
+Rows are sentence pairs ``[CLS] A [SEP] B [SEP]`` (:class:`ssl_jax.data.SentencePairSource`: B
+follows A in half of the pairs, is a random sentence run otherwise; token types 0 for A, 1 for B).
+The loss is the sum of the masked-LM loss (masking as :mod:`ssl_jax.methods.mlm`) and the
+next-sentence cross-entropy of a 2-way classifier on the pooled ``[CLS]``
+(:func:`ssl_jax.losses.next_sentence`), as in BERT's ``run_pretraining.py``. RoBERTa later showed
+NSP can be dropped (the ``mlm`` method).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+
+from ssl_jax import losses
+from ssl_jax.methods import Method, mlm, no_update
+from ssl_jax.methods.common import plain_init
+from ssl_jax.methods.text_common import text_features, tokenizer_for
+
+MODALITY = "text"
+DATA = dict(style="bert", pairs=True, pack=False)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  c = mlm.default_config()
+  c.nsp_weight = 1.0
+  return c
+
+
+def make(config, *, total_steps: int | None = None) -> Method:
+  del total_steps
+  tokenizer = tokenizer_for(config)
+  nets = mlm.build_networks(config, tokenizer, nsp=True)
+
+  def loss_fn(params, batch_stats, method_state, batch, rng, *, axis_name):
+    model = nets.bind(params, batch_stats)
+    mlm_loss, metrics, hidden = mlm.mlm_forward(config, tokenizer, model, batch, rng,
+                                                axis_name=axis_name)
+    logits = model.nsp_head(model.encoder.pooled(hidden))
+    nsp_loss = losses.next_sentence(logits, batch["is_next"], axis_name=axis_name)
+    correct = (jnp.argmax(logits, -1) == batch["is_next"]).astype(jnp.float32)
+    loss = mlm_loss + config.method_kwargs.nsp_weight * nsp_loss
+    metrics = {"loss": loss, **metrics, "nsp_loss": nsp_loss,
+               "nsp_accuracy": jnp.mean(correct)}  # per device; the step averages devices
+    return loss, (metrics, batch_stats, method_state)
+
+  return Method(init=plain_init(nets), loss_fn=loss_fn, update=no_update,
+                features=text_features(nets))
