@@ -49,6 +49,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.encoder = "resnet18"
   c.encoder_kwargs = ml_collections.ConfigDict()
+  # Language methods (mlm, clm, nsp, simcse): the tokenizer ("bytes", "bpe:<vocab>",
+  # "wordpiece:<vocab>" trained on the train split, "file:<path>") and the row length in tokens.
+  c.text = ml_collections.ConfigDict(dict(tokenizer="bytes", seq_len=128))
   c.compute_dtype = "float32"
   c.sync_bn = True
 
@@ -84,7 +87,20 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict(dict(
       at_end=True, budgets=(1, 5, 10, "all"), num_draws=5, protocols=("linear", "knn"),
-      knn_k=20, knn_temperature=0.07, batch_size=512))
+      knn_k=20, knn_temperature=0.07, batch_size=512,
+      # The visual report (ssl_jax.evaluate.report) written after the evaluation at the end.
+      report=True, report_projection="pca", report_max_points=2000,
+      # Online linear probe during pretraining (ssl_jax.evaluate.online_probe): "auto" = on when
+      # the dataset has class labels, "on", "off"; its own Adam optimizer at online_probe_lr.
+      online_probe="auto", online_probe_lr=1e-3,
+      # Fine-tuning (ssl_jax.evaluate.finetune): DIR/finetune/<name>/, the pretrained encoder and a
+      # new linear head trained on the labels of `budget` ("all", or k per class / "p%"),
+      # `frozen_steps` of head-only warm-up first; layer_decay < 1 scales ViT block i's lr by
+      # layer_decay ** (depth + 1 - i) (MAE). views: the training augmentation ("" = none).
+      finetune=ml_collections.ConfigDict(dict(
+          name="default", steps=300, batch_size=128, lr=1e-3, weight_decay=1e-4,
+          warmup_steps=30, frozen_steps=0, layer_decay=1.0, budget="all", views="",
+          label_smoothing=0.0, checkpoint_every=100))))
   # Debug: make the loss NaN for `nan_num_steps` steps from `nan_at_step` (tests the skip logic).
   c.debug = ml_collections.ConfigDict(dict(nan_at_step=config_dict.placeholder(int),
                                            nan_num_steps=1))
@@ -275,8 +291,55 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError("config.views must map view names to augmentation recipe strings.")
   if config.fsdp and config.parallel != "gspmd":
     raise ValueError("config.fsdp=True needs config.parallel='gspmd'.")
+  if not isinstance(config.text.seq_len, int) or config.text.seq_len < 2:
+    raise ValueError(f"config.text.seq_len must be an integer >= 2, got {config.text.seq_len!r}.")
   if config.max_consecutive_skips < 1:
     raise ValueError("config.max_consecutive_skips must be >= 1.")
+  _validate_eval(config.eval)
+
+
+def _validate_eval(ev: ml_collections.ConfigDict) -> None:
+  """Checks the config.eval block (see base_config for the meaning of each key)."""
+  _check_choice("eval.report_projection", ev.report_projection, ("pca", "tsne"))
+  _check_choice("eval.online_probe", ev.online_probe, ("auto", "on", "off"))
+  unknown = set(ev.protocols) - {"linear", "knn"}
+  if unknown:
+    raise ValueError(f"config.eval.protocols has unknown entries {sorted(unknown)}; valid: "
+                     "linear, knn (fine-tuning runs with `ssl-jax eval --protocol finetune`).")
+  for key in ("num_draws", "knn_k", "batch_size", "report_max_points"):
+    if not isinstance(ev[key], int) or ev[key] < (2 if key == "report_max_points" else 1):
+      raise ValueError(f"config.eval.{key} must be a positive integer, got {ev[key]!r}.")
+  for key in ("knn_temperature", "online_probe_lr"):
+    if not ev[key] > 0:
+      raise ValueError(f"config.eval.{key} must be > 0, got {ev[key]!r}.")
+  ft = ev.finetune
+  if not ft.name or not all(c.isalnum() or c in "-_." for c in ft.name) or ft.name[0] == ".":
+    raise ValueError(f"config.eval.finetune.name={ft.name!r} must be a plain directory name "
+                     "(letters, digits, '-', '_', '.').")
+  for key in ("steps", "batch_size", "checkpoint_every"):
+    if not isinstance(ft[key], int) or ft[key] < 1:
+      raise ValueError(f"config.eval.finetune.{key} must be a positive integer, got {ft[key]!r}.")
+  if not ft.lr > 0 or ft.weight_decay < 0:
+    raise ValueError("config.eval.finetune.lr must be > 0 and weight_decay >= 0.")
+  if not 0 <= ft.frozen_steps <= ft.steps or ft.warmup_steps < 0:
+    raise ValueError(f"config.eval.finetune.frozen_steps must be in [0, steps={ft.steps}] and "
+                     "warmup_steps >= 0.")
+  if not 0 < ft.layer_decay <= 1:
+    raise ValueError(f"config.eval.finetune.layer_decay must be in (0, 1], got {ft.layer_decay}.")
+  if not 0 <= ft.label_smoothing < 1:
+    raise ValueError("config.eval.finetune.label_smoothing must be in [0, 1).")
+  budget = str(ft.budget)
+  if not (budget == "all" or budget.isdigit() and int(budget) > 0
+          or budget.endswith("%") and _is_percent(budget[:-1])):
+    raise ValueError(f"config.eval.finetune.budget={ft.budget!r}; valid: 'all', a number of "
+                     "labels per class, or 'p%' with 0 < p <= 100.")
+
+
+def _is_percent(text: str) -> bool:
+  try:
+    return 0 < float(text) <= 100
+  except ValueError:
+    return False
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict:
@@ -285,7 +348,11 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
 
 
 def state_affecting_diff(old: dict, new: dict) -> list[str]:
-  """Dotted keys whose values differ between two resolved configs, ignoring run-control keys."""
+  """Dotted keys whose values differ between two resolved configs, ignoring run-control keys.
+
+  A key that ``old`` lacks (a config recorded before ssl_jax added the key) counts as equal when
+  ``new`` holds the key's default (:func:`base_config`): new keys default to the old behaviour.
+  """
 
   def flat(d, prefix=""):
     out = {}
@@ -298,6 +365,10 @@ def state_affecting_diff(old: dict, new: dict) -> list[str]:
     return out
 
   a, b = flat(old), flat(new)
+  defaults = flat(json.loads(base_config().to_json()))
+  for key, value in defaults.items():
+    if key not in a and b.get(key, "<missing>") == value:
+      a[key] = value
   diff = []
   for key in sorted(set(a) | set(b)):
     if any(key == c or key.startswith(c + ".") for c in RUN_CONTROL_KEYS):

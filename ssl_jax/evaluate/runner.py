@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -63,54 +64,158 @@ def extract_features(features_fn, images: np.ndarray, *, batch_size: int,
   return np.concatenate(out)
 
 
-def evaluate_workdir(workdir: str, *, dataset: str | None = None, step: int | None = None,
-                     protocols=None, print_table: bool = True, return_info: bool = False):
-  """Evaluates the latest (or ``step``) checkpoint of ``workdir``; writes and returns the results
-  (and, with ``return_info``, the per-draw details of
-  :func:`ssl_jax.evaluate.fewshot.evaluate_features`)."""
+class Restored(NamedTuple):
+  """A workdir's pretrained networks (see :func:`restore_run`)."""
+  config: ml_collections.ConfigDict
+  method: Any
+  step: int
+  trained: dict  # {"params", "batch_stats"} restored from the checkpoint
+  initial: dict  # {"params", "batch_stats"} the run started from (the random-init baseline)
+
+
+def restore_run(workdir: str, image_shape, *, step: int | None = None,
+                config: ml_collections.ConfigDict | None = None) -> Restored:
+  """Rebuilds the method of ``workdir`` from its ``config.json`` and restores the networks of
+  its latest (or ``step``) committed pretraining checkpoint into their own structure.
+
+  Args:
+    workdir: a pretraining workdir.
+    image_shape: ``(H, W, C)`` of the images the networks will see (None for text methods).
+    step: checkpoint step (default: the latest).
+    config: the run config (default: read from the workdir).
+
+  Raises:
+    FileNotFoundError: no ``config.json`` or no committed checkpoint.
+  """
   from ssl_jax.train.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
-  from ssl_jax.train.loop import write_json_atomic  # pylint: disable=g-import-not-at-top
   from ssl_jax.train.state import init_key  # pylint: disable=g-import-not-at-top
 
-  workdir = os.path.abspath(workdir)
-  config = load_run_config(workdir)
-  dataset = dataset or config.dataset
+  config = config if config is not None else load_run_config(workdir)
   method = methods.make(config.method, config)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
     used_step = step if step is not None else ckpt.latest_step()
-    if used_step is None:  # Before reading any data.
+    if used_step is None:
       raise FileNotFoundError(f"No committed checkpoint in {ckpt.directory}.")
-    kwargs = dict(data_dir=config.data_dir or None, image_size=config.data.image_size or None)
-    train_x, train_y = load_arrays(dataset, config.train_split, **kwargs)
-    test_x, test_y = load_arrays(dataset, config.test_split, **kwargs)
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
-
-    example = {"image": jax.ShapeDtypeStruct((1, *train_x.shape[1:]), jnp.uint8)}
+    example = (None if image_shape is None  # text methods build their networks from the config
+               else {"image": jax.ShapeDtypeStruct((1, *image_shape), jnp.uint8)})
     init_params, init_stats, _ = method.init(init_key(jax.random.key(config.seed)), example)
+    initial = {"params": init_params, "batch_stats": init_stats}
     # Restored into the network's own structure: the stored one has string keys only ("0" for
     # the layer-list key 0).
-    trained = ckpt.restore_tree(step=used_step,
-                                target={"params": init_params, "batch_stats": init_stats})
+    trained = ckpt.restore_tree(step=used_step, target=initial)
   finally:
     ckpt.close()
+  return Restored(config, method, int(used_step), trained, initial)
+
+
+CLI_PROTOCOLS = ("knn", "linear", "fewshot", "finetune", "all")
+
+
+def plan_protocols(protocols, config) -> tuple[tuple[str, ...], tuple, bool]:
+  """``(probe protocols, budgets, fine-tune?)`` for ``protocols``: None (the config's probes),
+  one of :data:`CLI_PROTOCOLS` (``fewshot``: both probes at the few-label budgets only; ``all``:
+  both probes and fine-tuning), or a sequence of probe names."""
+  budgets = tuple(config.eval.budgets)
+  if protocols is None:
+    return tuple(config.eval.protocols), budgets, False
+  if isinstance(protocols, str):
+    if protocols not in CLI_PROTOCOLS:
+      raise ValueError(f"protocol={protocols!r}; valid: {', '.join(CLI_PROTOCOLS)}.")
+    if protocols == "all":
+      return ("linear", "knn"), budgets, True
+    if protocols == "finetune":
+      return (), budgets, True
+    if protocols == "fewshot":
+      few = tuple(b for b in budgets if str(b) != "all")
+      if not few:
+        raise ValueError("protocol 'fewshot': config.eval.budgets has no few-label budget.")
+      return ("linear", "knn"), few, False
+    return (protocols,), budgets, False
+  return tuple(protocols), budgets, False
+
+
+def merge_results(old: dict, new: dict) -> dict:
+  """``new`` over ``old`` entry by entry (protocol -> source -> budget), so evaluating one
+  protocol or some budgets keeps the others' earlier results."""
+  out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in old.items()}
+  for protocol, by_source in new.items():
+    if not isinstance(by_source, dict) or not isinstance(out.get(protocol), dict):
+      out[protocol] = by_source
+      continue
+    for source, row in by_source.items():
+      out[protocol][source] = {**out[protocol].get(source, {}), **row}
+  return out
+
+
+def evaluate_workdir(workdir: str, *, dataset: str | None = None, step: int | None = None,
+                     protocols=None, print_table: bool = True, return_info: bool = False):
+  """Evaluates the latest (or ``step``) checkpoint of ``workdir``; writes and returns the results
+  (and, with ``return_info``, the per-draw details of
+  :func:`ssl_jax.evaluate.fewshot.evaluate_features`).
+
+  ``protocols``: see :func:`plan_protocols`. The results are merged into an existing
+  ``eval.json`` (:func:`merge_results`): entries computed now replace the same entries, others
+  are kept. Fine-tuning (:mod:`ssl_jax.evaluate.finetune`) runs on the pretraining dataset only.
+  """
+  from ssl_jax.train.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
+  from ssl_jax.train.loop import write_json_atomic  # pylint: disable=g-import-not-at-top
+
+  workdir = os.path.abspath(workdir)
+  config = load_run_config(workdir)
+  if methods.modality(config.method) == "text":
+    if dataset not in (None, config.dataset) or protocols not in (None, "all"):
+      raise ValueError(f"{config.method} is a language method: its evaluation (perplexity, the "
+                       "docstring task, retrieval) takes no --dataset or --protocol.")
+    from ssl_jax.evaluate.text import evaluate_text_workdir  # pylint: disable=g-import-not-at-top
+    results = evaluate_text_workdir(workdir, config=config, step=step, print_table=print_table)
+    return (results, {}) if return_info else results
+  dataset = dataset or config.dataset
+  probes, budgets, do_finetune = plan_protocols(protocols, config)
+  if do_finetune and dataset != config.dataset:
+    raise ValueError(f"fine-tuning evaluates on the pretraining dataset {config.dataset!r}; "
+                     f"for {dataset!r} use --protocol knn, linear or fewshot.")
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  try:
+    if (step if step is not None else ckpt.latest_step()) is None:  # Before reading any data.
+      raise FileNotFoundError(f"No committed checkpoint in {ckpt.directory}.")
+  finally:
+    ckpt.close()
+  kwargs = dict(data_dir=config.data_dir or None, image_size=config.data.image_size or None)
+  train_x, train_y = load_arrays(dataset, config.train_split, **kwargs)
+  test_x, test_y = load_arrays(dataset, config.test_split, **kwargs)
+  num_classes = int(max(train_y.max(), test_y.max())) + 1
+  run = restore_run(workdir, train_x.shape[1:], step=step, config=config)
+  method, used_step = run.method, run.step
+  trained = run.trained
+  init_params, init_stats = run.initial["params"], run.initial["batch_stats"]
   sources = {}
   for name, (params, stats) in (("ssl", (trained["params"], trained["batch_stats"])),
-                                ("random_init", (init_params, init_stats))):
+                                ("random_init", (init_params, init_stats))) if probes else ():
     fn = lambda x, p=params, s=stats: method.features(p, s, x)
     sources[name] = tuple(
         extract_features(fn, x, batch_size=config.eval.batch_size,
                          preprocess=config.eval_preprocess) for x in (train_x, test_x))
-  sources["raw"] = tuple(x.reshape(len(x), -1).astype(np.float32) / 255 for x in (train_x, test_x))
+  if probes:
+    sources["raw"] = tuple(x.reshape(len(x), -1).astype(np.float32) / 255
+                           for x in (train_x, test_x))
 
-  results = evaluate_features(
-      sources, train_y, test_y, num_classes=num_classes, budgets=tuple(config.eval.budgets),
-      protocols=tuple(protocols or config.eval.protocols), num_draws=config.eval.num_draws,
-      knn_k=config.eval.knn_k, knn_temperature=config.eval.knn_temperature, return_info=True)
-  results, info = results
+  results, info = {}, {}
+  if probes:
+    results, info = evaluate_features(
+        sources, train_y, test_y, num_classes=num_classes, budgets=budgets, protocols=probes,
+        num_draws=config.eval.num_draws, knn_k=config.eval.knn_k,
+        knn_temperature=config.eval.knn_temperature, return_info=True)
+  if do_finetune:
+    from ssl_jax.evaluate.finetune import finetune_workdir  # pylint: disable=g-import-not-at-top
+    results["finetune"] = finetune_workdir(workdir, step=used_step, quiet=not print_table)
   name = "eval.json" if dataset == config.dataset else f"eval_{_slug(dataset)}.json"
+  path = os.path.join(workdir, name)
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      results = merge_results(json.load(f), results)
   if jax.process_index() == 0:
-    write_json_atomic(os.path.join(workdir, name), results)
+    write_json_atomic(path, results)
   if print_table:
     print(f"Evaluation of {workdir} (step {used_step}) on {dataset}: train {len(train_y)} / "
           f"test {len(test_y)} examples, {num_classes} classes")

@@ -27,7 +27,7 @@ from ssl_jax.train import optim
 from ssl_jax.train.checkpoint import Checkpointer
 from ssl_jax.train.logging import MetricsLogger
 from ssl_jax.train.parallel import Engine
-from ssl_jax.train.preprocess import make_view_preprocess
+from ssl_jax.train.preprocess import make_preprocess
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -139,19 +139,44 @@ def example_batch(batch_size: int, image_shape) -> dict:
           "index": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
 
 
-def load_train_source(config):
+def example_batch_for(config, source) -> dict:
+  """Shapes of one global batch of ``source`` (image or text rows), for initialization."""
+  shapes = getattr(source, "example_shapes", None)
+  if shapes is None:
+    return example_batch(config.batch_size, source.image_shape)
+  batch = {k: jax.ShapeDtypeStruct((config.batch_size, *shape), jnp.int32)
+           for k, shape in shapes.items()}
+  batch["index"] = jax.ShapeDtypeStruct((config.batch_size,), jnp.int32)
+  return batch
+
+
+def load_train_source(config, split: str | None = None):
+  """The run's data source for ``split`` (default ``config.train_split``): images by dataset
+  name, or, for a language method, the corpus's packed rows (or sentence pairs) in the run's
+  tokenization (:mod:`ssl_jax.methods.text_common`)."""
+  split = split or config.train_split
+  if methods.modality(config.method) == "text":
+    from ssl_jax.data import load_text_source  # pylint: disable=g-import-not-at-top
+    from ssl_jax.methods import text_common  # pylint: disable=g-import-not-at-top
+    tokenizer = text_common.tokenizer_for(config)
+    source = load_text_source(config.dataset, split, tokenizer=tokenizer,
+                              seq_len=config.text.seq_len, data_dir=config.data_dir or None,
+                              seed=config.seed, **methods.get_module(config.method).DATA)
+    if config.method_kwargs.get("whole_word", False):
+      source = text_common.WordStarts(source, tokenizer)
+    return source
   return load_source(
-      config.dataset, config.train_split, data_dir=config.data_dir or None,
+      config.dataset, split, data_dir=config.data_dir or None,
       image_size=config.data.image_size or None, on_corrupt=config.data.on_corrupt)
 
 
-def build(config, num_examples: int, image_shape, *, devices=None):
+def build(config, num_examples: int, image_shape=None, *, devices=None):
   """The method, optimizer and engine of a run (shared by pretraining and benchmarks)."""
   steps_per_epoch, total_steps = steps_for(config, num_examples)
   method = methods.make(config.method, config, total_steps=total_steps)
   tx, _ = optim.build_optimizer(config.optimizer, batch_size=config.batch_size,
                                 total_steps=total_steps, steps_per_epoch=steps_per_epoch)
-  engine = Engine(method, tx, make_view_preprocess(config.views), mode=config.parallel,
+  engine = Engine(method, tx, make_preprocess(config), mode=config.parallel,
                   global_batch_size=config.batch_size, devices=devices, sync_bn=config.sync_bn,
                   clip_norm=config.optimizer.clip_norm,
                   fsdp=config.fsdp, fsdp_min_size=config.fsdp_min_size,
@@ -169,9 +194,8 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
   workdir = os.path.abspath(workdir)
   prepare_workdir(config, workdir, overwrite=overwrite)
   source = load_train_source(config)
-  _, engine, total_steps = build(config, len(source), source.image_shape, devices=devices)
-  state = engine.init_state(jax.random.key(config.seed),
-                            example_batch(config.batch_size, source.image_shape))
+  _, engine, total_steps = build(config, len(source), devices=devices)
+  state = engine.init_state(jax.random.key(config.seed), example_batch_for(config, source))
   iterator = make_iterator(source, global_batch_size=config.batch_size, seed=config.seed,
                                 shuffle=config.data.shuffle, worker_count=config.data.worker_count)
   logger = MetricsLogger(workdir, total_steps=total_steps, tensorboard=config.log.tensorboard,
