@@ -142,6 +142,9 @@ def main(argv=None) -> int:
     if args.command == "bench":
       from ssl_jax.bench import cli as bench_cli  # pylint: disable=g-import-not-at-top
       return bench_cli.main_from_args(args)
+    if args.command == "report":
+      _report(args.workdir, args.projection, embedding=not args.no_embedding)
+      return 0
     _init_distributed(args)
     if args.command == "pretrain":
       if args.quiet:
@@ -156,8 +159,6 @@ def main(argv=None) -> int:
         evaluate_workdir(workdir)
         if config.eval.report:
           _report(workdir, None, embedding=True)
-    elif args.command == "report":
-      _report(args.workdir, args.projection, embedding=not args.no_embedding)
     else:
       from ssl_jax.evaluate.runner import evaluate_workdir  # pylint: disable=g-import-not-at-top
       evaluate_workdir(args.workdir, dataset=args.dataset, step=args.step,

@@ -92,7 +92,7 @@ def base_config() -> ml_collections.ConfigDict:
       report=True, report_projection="pca", report_max_points=2000,
       # Online linear probe during pretraining (ssl_jax.evaluate.online_probe): "auto" = on when
       # the dataset has class labels, "on", "off"; its own Adam optimizer at online_probe_lr.
-      online_probe="auto", online_probe_lr=1e-3,
+      online_probe="auto", online_probe_lr=1e-2,
       # Fine-tuning (ssl_jax.evaluate.finetune): DIR/finetune/<name>/, the pretrained encoder and a
       # new linear head trained on the labels of `budget` ("all", or k per class / "p%"),
       # `frozen_steps` of head-only warm-up first; layer_decay < 1 scales ViT block i's lr by

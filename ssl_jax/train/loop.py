@@ -170,10 +170,17 @@ def load_train_source(config, split: str | None = None):
       image_size=config.data.image_size or None, on_corrupt=config.data.on_corrupt)
 
 
-def build(config, num_examples: int, image_shape=None, *, devices=None):
-  """The method, optimizer and engine of a run (shared by pretraining and benchmarks)."""
+def build(config, num_examples: int, image_shape=None, *, devices=None,
+          online_probe_classes: int | None = None):
+  """The method, optimizer and engine of a run (shared by pretraining and benchmarks); with
+  ``online_probe_classes`` the method carries an online linear probe
+  (:func:`ssl_jax.evaluate.online_probe.with_online_probe`)."""
   steps_per_epoch, total_steps = steps_for(config, num_examples)
   method = methods.make(config.method, config, total_steps=total_steps)
+  if online_probe_classes:
+    from ssl_jax.evaluate.online_probe import with_online_probe  # pylint: disable=g-import-not-at-top
+    method = with_online_probe(method, num_classes=online_probe_classes,
+                               learning_rate=config.eval.online_probe_lr)
   tx, _ = optim.build_optimizer(config.optimizer, batch_size=config.batch_size,
                                 total_steps=total_steps, steps_per_epoch=steps_per_epoch)
   engine = Engine(method, tx, make_preprocess(config), mode=config.parallel,
@@ -194,7 +201,9 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
   workdir = os.path.abspath(workdir)
   prepare_workdir(config, workdir, overwrite=overwrite)
   source = load_train_source(config)
-  _, engine, total_steps = build(config, len(source), devices=devices)
+  from ssl_jax.evaluate.online_probe import probe_classes  # pylint: disable=g-import-not-at-top
+  _, engine, total_steps = build(config, len(source), devices=devices,
+                                 online_probe_classes=probe_classes(config, source))
   state = engine.init_state(jax.random.key(config.seed), example_batch_for(config, source))
   iterator = make_iterator(source, global_batch_size=config.batch_size, seed=config.seed,
                                 shuffle=config.data.shuffle, worker_count=config.data.worker_count)

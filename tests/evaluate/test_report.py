@@ -1,0 +1,94 @@
+"""The visual report: figures exist and are real PNGs, the summary carries eval.json's numbers,
+bad input gives a clear error, and the CLI writes it."""
+
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from ssl_jax import cli
+from ssl_jax.evaluate import report
+
+EVAL = {"linear": {"ssl": {"1": 0.712, "1_std": 0.031, "5": 0.884, "5_std": 0.012, "all": 0.953},
+                   "random_init": {"1": 0.401, "1_std": 0.052, "5": 0.623, "5_std": 0.02,
+                                   "all": 0.871},
+                   "raw": {"1": 0.699, "1_std": 0.014, "5": 0.85, "5_std": 0.01, "all": 0.967}},
+        "knn": {"ssl": {"1": 0.705, "1_std": 0.03, "all": 0.941}}}
+
+
+def png_size(path):
+  with open(path, "rb") as f:
+    head = f.read(24)
+  assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+  return struct.unpack(">II", head[16:24])
+
+
+@pytest.fixture(scope="module")
+def written(tiny_workdir):
+  with open(os.path.join(tiny_workdir, "eval.json"), "w", encoding="utf-8") as f:
+    json.dump(EVAL, f)
+  return report.write_report(tiny_workdir, max_points=300)
+
+
+def test_figures_are_valid_pngs_of_sane_size(written):
+  out = os.path.dirname(written)
+  for name in ("training.png", "health.png", "fewshot.png", "embedding.png"):
+    width, height = png_size(os.path.join(out, name))
+    assert 300 <= width <= 3000 and 200 <= height <= 3000, (name, width, height)
+    assert os.path.getsize(os.path.join(out, name)) > 10_000  # drawn, not blank
+
+
+def test_summary_mentions_the_evaluation_numbers_and_figures(written):
+  text = open(written, encoding="utf-8").read()
+  assert "simclr on digits" in text
+  for protocol, rows in EVAL.items():
+    for row in rows.values():
+      for key, value in row.items():
+        if not key.endswith("_std"):
+          cell = f"{100 * value:.1f}"
+          if f"{key}_std" in row:
+            cell += f" ± {100 * row[key + '_std']:.1f}"
+          assert cell in text, (protocol, key, cell)
+  for name in ("training.png", "health.png", "fewshot.png", "embedding.png"):
+    assert f"({name})" in text
+  assert "rankme" in text and "embedding_std_ratio" in text  # the health monitors' last values
+
+
+def test_read_metrics_keeps_the_last_value_of_a_relogged_step(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  rows = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}, {"step": 2, "loss": 1.5},
+          {"step": 3, "loss": None}]
+  path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{\"step\": 4, \"lo")
+  steps, loss = report.read_metrics(str(path))["loss"]
+  assert steps.tolist() == [1, 2] and loss.tolist() == [3.0, 1.5]
+
+
+def test_projection_pca_and_tsne_separate_clusters():
+  rng = np.random.default_rng(0)
+  centers = rng.normal(size=(3, 16)) * 5
+  x = np.concatenate([c + rng.normal(size=(30, 16)) for c in centers])
+  for method in ("pca", "tsne"):
+    p = report.project_2d(x, method=method)
+    assert p.shape == (90, 2) and np.isfinite(p).all()
+    means = np.stack([p[i * 30:(i + 1) * 30].mean(0) for i in range(3)])
+    spread = max(p[i * 30:(i + 1) * 30].std(0).max() for i in range(3))
+    gaps = [np.linalg.norm(means[i] - means[j]) for i in range(3) for j in range(i + 1, 3)]
+    assert min(gaps) > 2 * spread, method
+  with pytest.raises(ValueError, match="projection='umap'"):
+    report.project_2d(x, method="umap")
+
+
+def test_bad_workdir_is_a_clear_error(tmp_path, capsys):
+  with pytest.raises(FileNotFoundError, match="not a directory"):
+    report.write_report(str(tmp_path / "missing"))
+  with pytest.raises(FileNotFoundError, match="config.json not found"):
+    report.write_report(str(tmp_path))
+  assert cli.main(["report", "--workdir", str(tmp_path / "missing")]) == cli.EXIT_BAD_INPUT
+  assert "not a directory" in capsys.readouterr().err
+
+
+def test_cli_report_without_embedding(tiny_workdir, capsys):
+  assert cli.main(["report", "--workdir", tiny_workdir, "--no-embedding"]) == 0
+  assert "report/summary.md" in capsys.readouterr().out
