@@ -144,9 +144,12 @@ def _recall_at_1(first: np.ndarray, second: np.ndarray) -> float:
 
 
 def evaluate_text_workdir(workdir: str, *, config, step: int | None = None,
-                          print_table: bool = True) -> dict:
-  """Evaluates a language method's workdir (module docstring); writes ``DIR/eval.json``."""
-  from ssl_jax.data import docstring_halves, docstring_task  # pylint: disable=g-import-not-at-top
+                          print_table: bool = True, docstring_task: bool = True) -> dict:
+  """Evaluates a language method's workdir (module docstring); writes ``DIR/eval.json``.
+
+  ``docstring_task=False`` skips the docstring-task probes (the slowest part), keeping the
+  language-model scores and the retrieval."""
+  from ssl_jax import data  # pylint: disable=g-import-not-at-top
   from ssl_jax.evaluate.runner import restore_run  # pylint: disable=g-import-not-at-top
   from ssl_jax.train.loop import load_train_source, write_json_atomic  # pylint: disable=g-import-not-at-top
 
@@ -173,25 +176,29 @@ def evaluate_text_workdir(workdir: str, *, config, step: int | None = None,
       results["bits_per_byte"] = mean_nats / math.log(2) * plain_tokens / val.num_bytes
 
   # The docstring task and retrieval, for the pretrained encoder and the same at random init.
-  train_x, train_y, classes = docstring_task("train")
-  test_x, test_y, _ = docstring_task("test")
-  first, second = docstring_halves("test")
-  framed = {name: frame_texts(texts, tokenizer, seq_len=config.text.seq_len, style=style)
-            for name, texts in (("train", train_x), ("test", test_x), ("first", first),
-                                ("second", second))}
+  first, second = data.docstring_halves("test")
+  texts = {"first": first, "second": second}
+  if docstring_task:
+    train_x, train_y, classes = data.docstring_task("train")
+    test_x, test_y, _ = data.docstring_task("test")
+    texts.update(train=train_x, test=test_x)
+  framed = {name: frame_texts(t, tokenizer, seq_len=config.text.seq_len, style=style)
+            for name, t in texts.items()}
   sources = {}
   for source, weights in (("ssl", run.trained), ("random_init", run.initial)):
     feats = {name: text_features(run.method, weights["params"], weights["batch_stats"], arrays,
                                  batch_size=bs) for name, arrays in framed.items()}
-    sources[source] = (feats["train"], feats["test"])
     suffix = "" if source == "ssl" else "_random_init"
     results[f"retrieval_recall_at_1{suffix}"] = _recall_at_1(feats["first"], feats["second"])
-  probes = evaluate_features(sources, train_y, test_y, num_classes=len(classes),
-                             budgets=tuple(config.eval.budgets), protocols=("linear", "knn"),
-                             num_draws=config.eval.num_draws, knn_k=config.eval.knn_k,
-                             knn_temperature=config.eval.knn_temperature)
-  results["docstring_task"] = probes["linear"]
-  results["docstring_task_knn"] = probes["knn"]
+    if docstring_task:
+      sources[source] = (feats["train"], feats["test"])
+  if docstring_task:
+    probes = evaluate_features(sources, train_y, test_y, num_classes=len(classes),
+                               budgets=tuple(config.eval.budgets), protocols=("linear", "knn"),
+                               num_draws=config.eval.num_draws, knn_k=config.eval.knn_k,
+                               knn_temperature=config.eval.knn_temperature)
+    results["docstring_task"] = probes["linear"]
+    results["docstring_task_knn"] = probes["knn"]
 
   if config.method in CAUSAL_METHODS and config.method_kwargs.sample_tokens:
     results_samples = generate_samples(config, run, tokenizer, val)
@@ -206,9 +213,9 @@ def evaluate_text_workdir(workdir: str, *, config, step: int | None = None,
   if jax.process_index() == 0:
     write_json_atomic(os.path.join(workdir, "eval.json"), results)
   if print_table:
-    print(f"Evaluation of {workdir} (step {run.step}): {config.method} on {config.dataset}; "
-          f"docstring task: {len(train_y)} train / {len(test_y)} test docstrings, "
-          f"{len(classes)} packages")
+    task = (f"; docstring task: {len(train_y)} train / {len(test_y)} test docstrings, "
+            f"{len(classes)} packages" if docstring_task else "")
+    print(f"Evaluation of {workdir} (step {run.step}): {config.method} on {config.dataset}{task}")
     print(format_table(results))
     print(f"Wrote {os.path.join(workdir, 'eval.json')}")
   return results

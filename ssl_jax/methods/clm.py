@@ -20,8 +20,8 @@ from ssl_jax import losses
 from ssl_jax.losses.text import causal_targets, weighted_mean
 from ssl_jax.methods import Method, no_update
 from ssl_jax.methods.common import plain_init
-from ssl_jax.methods.text_common import (build_transformer, example_keys, text_features,
-                                         tokenizer_for)
+from ssl_jax.methods.text_common import (build_transformer, check_encoder, example_keys,
+                                         text_features, tokenizer_for)
 from ssl_jax.models.nnx_utils import Bundle, Networks
 
 MODALITY = "text"
@@ -46,6 +46,7 @@ def build_networks(config, tokenizer) -> Networks:
 
 def make(config, *, total_steps: int | None = None) -> Method:
   del total_steps
+  check_encoder(config, causal=True)
   tokenizer = tokenizer_for(config)
   nets = build_networks(config, tokenizer)
 

@@ -28,8 +28,8 @@ from ssl_jax.losses.text import weighted_mean
 from ssl_jax.masking import bert_mask
 from ssl_jax.methods import Method, no_update
 from ssl_jax.methods.common import plain_init
-from ssl_jax.methods.text_common import (build_transformer, example_keys, gather_positions,
-                                         text_features, tokenizer_for)
+from ssl_jax.methods.text_common import (build_transformer, check_encoder, example_keys,
+                                         gather_positions, text_features, tokenizer_for)
 from ssl_jax.models.nnx_utils import Bundle, Networks
 from ssl_jax.models.text import MLMHead
 
@@ -72,7 +72,7 @@ def build_networks(config, tokenizer, *, nsp: bool = False) -> Networks:
 
   def build(rngs, bn_axis_name):
     del bn_axis_name  # no BatchNorm
-    encoder = build_transformer(config, tokenizer, rngs, causal=False)
+    encoder = build_transformer(config, tokenizer, rngs, causal=False, pooler=nsp)
     parts = dict(encoder=encoder, mlm_head=MLMHead(encoder.width, tokenizer.vocab_size,
                                                    dtype=dtype, rngs=rngs))
     if nsp:
@@ -101,6 +101,7 @@ def mlm_forward(config, tokenizer, model, batch, rng, *, axis_name):
 
 def make(config, *, total_steps: int | None = None) -> Method:
   del total_steps
+  check_encoder(config, causal=False)
   tokenizer = tokenizer_for(config)
   nets = build_networks(config, tokenizer)
 

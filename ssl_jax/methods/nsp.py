@@ -17,7 +17,7 @@ import ml_collections
 from ssl_jax import losses
 from ssl_jax.methods import Method, mlm, no_update
 from ssl_jax.methods.common import plain_init
-from ssl_jax.methods.text_common import text_features, tokenizer_for
+from ssl_jax.methods.text_common import check_encoder, text_features, tokenizer_for
 
 MODALITY = "text"
 DATA = dict(style="bert", pairs=True, pack=False)
@@ -31,6 +31,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 def make(config, *, total_steps: int | None = None) -> Method:
   del total_steps
+  check_encoder(config, causal=False)
   tokenizer = tokenizer_for(config)
   nets = mlm.build_networks(config, tokenizer, nsp=True)
 

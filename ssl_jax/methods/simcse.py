@@ -20,8 +20,8 @@ from ssl_jax import losses
 from ssl_jax.evaluate.monitors import method_health
 from ssl_jax.methods import Method, no_update
 from ssl_jax.methods.common import plain_init
-from ssl_jax.methods.text_common import (build_transformer, example_keys, text_features,
-                                         tokenizer_for)
+from ssl_jax.methods.text_common import (build_transformer, check_encoder, example_keys,
+                                         text_features, tokenizer_for)
 from ssl_jax.models.nnx_utils import Bundle, Networks
 from ssl_jax.models.text import mean_pool
 
@@ -38,7 +38,7 @@ def build_networks(config, tokenizer) -> Networks:
 
   def build(rngs, bn_axis_name):
     del bn_axis_name
-    encoder = build_transformer(config, tokenizer, rngs, causal=False)
+    encoder = build_transformer(config, tokenizer, rngs, causal=False, pooler=False)
     if not config.method_kwargs.mlp:
       return Bundle(encoder=encoder)
     mlp = nnx.Linear(encoder.width, encoder.width, dtype=dtype, rngs=rngs)
@@ -49,6 +49,7 @@ def build_networks(config, tokenizer) -> Networks:
 
 def make(config, *, total_steps: int | None = None) -> Method:
   del total_steps
+  check_encoder(config, causal=False)
   tokenizer = tokenizer_for(config)
   nets = build_networks(config, tokenizer)
   kw = config.method_kwargs

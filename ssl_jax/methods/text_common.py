@@ -42,20 +42,31 @@ def tokenizer_for(config):
   return _tokenizer(config.text.tokenizer, config.dataset, config.train_split, config.data_dir)
 
 
-def build_transformer(config, tokenizer, rngs, *, causal: bool):
-  """``config.encoder`` (a :data:`ssl_jax.models.text.TEXT_ENCODERS` name) for ``tokenizer``'s
-  vocabulary, in the compute dtype, with ``config.encoder_kwargs`` overrides."""
-  kwargs = config.encoder_kwargs.to_dict()
-  model = build_text_encoder(config.encoder, vocab_size=tokenizer.vocab_size, rngs=rngs,
-                             dtype=jnp.dtype(config.compute_dtype), **kwargs)
-  if model.causal != causal:
+def check_encoder(config, *, causal: bool) -> None:
+  """Refuses, before anything is built, a ``config.encoder`` that is not a text Transformer of
+  the kind the method needs (``causal`` or bidirectional) or is too short for the rows."""
+  from ssl_jax.models.text import TEXT_ENCODERS  # pylint: disable=g-import-not-at-top
+  if config.encoder not in TEXT_ENCODERS:
+    raise ValueError(f"config.encoder={config.encoder!r} is not a text encoder; method "
+                     f"{config.method!r} needs one of: {', '.join(sorted(TEXT_ENCODERS))}.")
+  arch = {**TEXT_ENCODERS[config.encoder], **config.encoder_kwargs.to_dict()}
+  if arch["causal"] != causal:
     kind = "a causal (GPT-style)" if causal else "a bidirectional (BERT-style)"
     raise ValueError(f"config.encoder={config.encoder!r} is not {kind} text encoder, which "
                      f"method {config.method!r} needs.")
-  if config.text.seq_len > model.max_len:
+  if config.text.seq_len > arch["max_len"]:
     raise ValueError(f"config.text.seq_len={config.text.seq_len} exceeds {config.encoder}'s "
-                     f"max_len {model.max_len}.")
-  return model
+                     f"max_len {arch['max_len']}.")
+
+
+def build_transformer(config, tokenizer, rngs, *, causal: bool, **fixed):
+  """``config.encoder`` (a :data:`ssl_jax.models.text.TEXT_ENCODERS` name) for ``tokenizer``'s
+  vocabulary, in the compute dtype, with ``config.encoder_kwargs`` overrides, then ``fixed``
+  (what the method decides, e.g. ``pooler=False`` where no pooled output is trained)."""
+  kwargs = {**config.encoder_kwargs.to_dict(), **fixed}
+  check_encoder(config, causal=causal)
+  return build_text_encoder(config.encoder, vocab_size=tokenizer.vocab_size, rngs=rngs,
+                            dtype=jnp.dtype(config.compute_dtype), **kwargs)
 
 
 def example_keys(rng: jax.Array, index: jax.Array, salt: int = 0) -> jax.Array:
