@@ -83,3 +83,26 @@ def test_temperature_weighting_by_hand():
   assert int(knn_predict(train, labels, test, num_classes=3, k=3, temperature=1.0)[0]) == 1
   # A tiny temperature must not overflow (weights are shifted by the top similarity).
   assert int(knn_predict(train, labels, test, num_classes=3, k=3, temperature=1e-4)[0]) == 0
+
+
+@pytest.fixture(scope="module")
+def frozen_features(digits):
+  """Features of a frozen (randomly initialized, BatchNorm in inference mode) digits CNN."""
+  from flax import nnx
+
+  from ssl_jax import models
+  enc = models.build_encoder("cnn_digits", rngs=nnx.Rngs(0))
+  fn = jax.jit(lambda x: enc(x.reshape(-1, 8, 8, 1) * 2.0 - 1.0, train=False))
+  x_tr, y_tr, x_te, y_te = digits
+  return np.asarray(fn(x_tr)), y_tr, np.asarray(fn(x_te)), y_te
+
+
+def test_matches_sklearn_on_frozen_encoder_features(frozen_features):
+  """Same frozen features, same weighting as a callable: within one accuracy point."""
+  f_tr, y_tr, f_te, y_te = frozen_features
+  for k in (20, 5):
+    ours = np.asarray(knn_predict(f_tr, y_tr, f_te, num_classes=10, k=k, temperature=T))
+    ref = sklearn_knn(f_tr, y_tr, f_te, k)
+    print(f"k={k}: ours {np.mean(ours == y_te):.4f} sklearn {np.mean(ref == y_te):.4f}")
+    assert abs(np.mean(ours == y_te) - np.mean(ref == y_te)) <= 0.01, k
+    assert np.mean(ours == ref) >= 0.98, k

@@ -105,3 +105,29 @@ def test_select_l2_on_digits_rejects_underfitting_penalty(digits):
   x_tr, y_tr, _, _ = digits
   best, accs = select_l2(x_tr, y_tr, num_classes=10, grid=(1e-4, 1.0))
   assert best == 1e-4 and accs[0] > accs[1] + 0.05
+
+
+@pytest.fixture(scope="module")
+def frozen_features(digits):
+  """Features of a frozen (randomly initialized, BatchNorm in inference mode) digits CNN."""
+  from flax import nnx
+
+  from ssl_jax import models
+  enc = models.build_encoder("cnn_digits", rngs=nnx.Rngs(0))
+  fn = jax.jit(lambda x: enc(x.reshape(-1, 8, 8, 1) * 2.0 - 1.0, train=False))
+  x_tr, y_tr, x_te, y_te = digits
+  return np.asarray(fn(x_tr)), y_tr, np.asarray(fn(x_te)), y_te
+
+
+def test_matches_sklearn_on_frozen_encoder_features(frozen_features):
+  """Same frozen features, matched regularization (C = 1 / (l2 N)): within one accuracy point,
+  with the L-BFGS solver (the default for these small feature sets)."""
+  f_tr, y_tr, f_te, y_te = frozen_features
+  l2 = 1e-3
+  params = linear_probe_fit(f_tr, y_tr, num_classes=10, l2=l2, solver="lbfgs", steps=1000)
+  ref = sklearn_fit(f_tr, y_tr, l2)
+  ours = np.asarray(linear_probe_predict(params, f_te))
+  theirs = ref.predict(np.asarray(l2_normalize(f_te), np.float64))
+  print("frozen CNN features: ours", np.mean(ours == y_te), "sklearn", np.mean(theirs == y_te))
+  assert abs(np.mean(ours == y_te) - np.mean(theirs == y_te)) <= 0.01
+  assert np.mean(ours == theirs) >= 0.98
