@@ -201,7 +201,9 @@ def evaluate_text_workdir(workdir: str, *, config, step: int | None = None,
     results["docstring_task_knn"] = probes["knn"]
 
   if config.method in CAUSAL_METHODS and config.method_kwargs.sample_tokens:
-    results_samples = generate_samples(config, run, tokenizer, val)
+    module = methods.get_module(config.method)
+    results_samples = module.samples(config, run.trained["params"], run.trained["batch_stats"],
+                                     module.prompts_of(val))
     if jax.process_index() == 0:
       with open(os.path.join(workdir, "samples.txt"), "w", encoding="utf-8") as f:
         f.write("\n\n".join(results_samples) + "\n")
@@ -219,20 +221,3 @@ def evaluate_text_workdir(workdir: str, *, config, step: int | None = None,
     print(format_table(results))
     print(f"Wrote {os.path.join(workdir, 'eval.json')}")
   return results
-
-
-def generate_samples(config, run, tokenizer, val, *, num: int = 3, prompt_tokens: int = 24):
-  """Continuations of the first ``prompt_tokens`` tokens of ``num`` validation rows."""
-  from ssl_jax.models.text import generate  # pylint: disable=g-import-not-at-top
-  module = methods.get_module(config.method)
-  nets = module.build_networks(config, tokenizer)
-  model = nets.bind(run.trained["params"], run.trained["batch_stats"]).encoder
-  arrays = val.arrays()
-  starts = np.flatnonzero(arrays["positions"][:, 0] == 0)[:num]  # rows starting a document
-  prompt = jnp.asarray(arrays["tokens"][starts, :prompt_tokens])
-  kw = config.method_kwargs
-  out = np.asarray(generate(model, prompt, max_new_tokens=kw.sample_tokens,
-                            rng=jax.random.key(config.seed), temperature=kw.sample_temperature,
-                            top_k=kw.sample_top_k or None))
-  return [f"{tokenizer.decode(row[:prompt_tokens])} | {tokenizer.decode(row[prompt_tokens:])}"
-          for row in out]

@@ -13,8 +13,10 @@ earlier tokens see less of the text). Text is generated with
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from ssl_jax import losses
 from ssl_jax.losses.text import causal_targets, weighted_mean
@@ -23,6 +25,7 @@ from ssl_jax.methods.common import plain_init
 from ssl_jax.methods.text_common import (build_transformer, check_encoder, example_keys,
                                          text_features, tokenizer_for)
 from ssl_jax.models.nnx_utils import Bundle, Networks
+from ssl_jax.models.text import generate
 
 MODALITY = "text"
 DATA = dict(style="gpt", pairs=False, pack=True)
@@ -63,3 +66,27 @@ def make(config, *, total_steps: int | None = None) -> Method:
 
   return Method(init=plain_init(nets), loss_fn=loss_fn, update=no_update,
                 features=text_features(nets))
+
+
+def prompts_of(source, *, num: int = 3, length: int = 24) -> np.ndarray:
+  """The first ``length`` tokens of ``num`` rows of ``source`` that start a document."""
+  arrays = source.arrays()
+  starts = np.flatnonzero(arrays["positions"][:, 0] == 0)[:num]
+  return arrays["tokens"][starts, :length]
+
+
+def samples(config, params, batch_stats, prompts: np.ndarray) -> list[str]:
+  """``"prompt | continuation"`` texts generated from ``prompts`` ``[N, P]`` with the key-value
+  cache (``sample_tokens`` tokens, ``sample_temperature``, ``sample_top_k``; seeded by
+  ``config.seed``). The train loop logs them at every checkpoint; evaluation writes them to
+  ``DIR/samples.txt``."""
+  kw = config.method_kwargs
+  tokenizer = tokenizer_for(config)
+  model = build_networks(config, tokenizer).bind(params, batch_stats).encoder
+  max_new = min(kw.sample_tokens, model.max_len - prompts.shape[1])
+  out = np.asarray(generate(model, jnp.asarray(prompts), max_new_tokens=max_new,
+                            rng=jax.random.key(config.seed), temperature=kw.sample_temperature,
+                            top_k=kw.sample_top_k or None))
+  p = prompts.shape[1]
+  return [f"{tokenizer.decode(row[:p])} | {tokenizer.decode(row[p:])}" for row in out]
+
