@@ -7,8 +7,14 @@ Protocol (DESIGN.md, "Few-label protocol"):
   ``rng.choice(np.flatnonzero(labels == c), size=k, replace=False)``. Draws depend only on the train
   labels, so every feature source (``ssl``, ``random_init``, ``raw``) gets the same draws (paired
   comparison).
-* Percentage budgets ``"p%"`` (e.g. ``"1%"``) use the same procedure with
-  ``k_c = max(1, round(p / 100 * n_c))`` examples of class ``c`` (``n_c`` its train count).
+* Percentage budgets ``"p%"`` (the 1% / 10% label subsets of SimCLR and BYOL's semi-supervised
+  ImageNet evaluation) use the same procedure with ``n = max(C, round(p / 100 * N))`` labels in
+  all, **class-balanced where possible**: every class gets ``min(n_c, L)`` examples (``n_c`` its
+  train count) at the level ``L`` that spends the budget, classes too small for ``L`` give all
+  they have, and the few labels left after rounding go to the largest remaining classes, lowest
+  class id first (:func:`percent_counts`). On a balanced dataset this is ``p%`` of each class
+  (ImageNet 1%: 12 or 13 images per class, as SimCLR's 12,811-image subset); SimCLR's fixed
+  image lists themselves are ImageNet-specific and not used.
 * Budget ``"all"``: every train label, one deterministic fit (no ``_std`` entry).
 * No label outside the drawn ones is used. For the linear probe on a few-label budget the
   regularization is the **fixed** ``l2 = DEFAULT_FEW_LABEL_L2 = 1e-3`` (objective
@@ -70,8 +76,13 @@ def _per_class_counts(labels: np.ndarray, budget: Budget, num_classes: int) -> n
   budget = normalize_budget(budget)
   counts = np.bincount(labels, minlength=num_classes)[:num_classes]
   if isinstance(budget, str) and budget.endswith("%"):
-    frac = float(budget[:-1]) / 100.0
-    want = np.maximum(1, np.round(frac * counts)).astype(int)
+    try:
+      frac = float(budget[:-1]) / 100.0
+    except ValueError:
+      frac = -1.0
+    if not 0 < frac <= 1:
+      raise ValueError(f"budget must be a positive int or 'p%' with 0 < p <= 100, got {budget!r}")
+    want = percent_counts(counts, frac)
   elif isinstance(budget, int) and not isinstance(budget, bool) and budget >= 1:
     want = np.full(num_classes, int(budget))
   else:
@@ -80,6 +91,41 @@ def _per_class_counts(labels: np.ndarray, budget: Budget, num_classes: int) -> n
   if short.size:
     raise ValueError(f"budget {budget!r}: classes {short.tolist()} have only "
                      f"{counts[short].tolist()} examples")
+  return want
+
+
+def percent_counts(counts: np.ndarray, fraction: float) -> np.ndarray:
+  """Per-class label counts of a class-balanced ``fraction`` of the train labels.
+
+  Args:
+    counts: ``[C]`` train examples per class.
+    fraction: in ``(0, 1]``.
+
+  Returns:
+    ``[C]`` ints summing to ``min(N, max(C', round(fraction * N)))`` (``C'`` the non-empty
+    classes): as equal as the class sizes allow (water-filling), each at least 1 for a non-empty
+    class and at most its count.
+
+  Example:
+    >>> percent_counts(np.array([100, 50, 7]), 0.5).tolist()  # 78 labels; class 2 gives all 7
+    [36, 35, 7]
+  """
+  counts = np.asarray(counts, np.int64)
+  total = min(int(counts.sum()), max(int(np.sum(counts > 0)), int(round(fraction * counts.sum()))))
+  want = np.zeros_like(counts)
+  left = total
+  open_ = counts > 0
+  while left > 0 and open_.any():
+    level = left // int(open_.sum())
+    if level == 0:  # fewer labels left than open classes: one each, largest classes first
+      room = counts - want
+      order = sorted(np.flatnonzero(open_), key=lambda c: (-room[c], c))[:left]
+      want[order] += 1
+      break
+    add = np.where(open_, np.minimum(level, counts - want), 0)
+    want += add
+    left -= int(add.sum())
+    open_ &= want < counts
   return want
 
 
@@ -93,7 +139,8 @@ def label_draws(labels: np.ndarray, k: Budget, *, num_draws: int = 5,
 
   Args:
     labels: ``[N]`` int train labels in ``[0, C)``.
-    k: labels per class (int), or ``"p%"`` for ``max(1, round(p% * n_c))`` of class ``c``.
+    k: labels per class (int), or ``"p%"`` for a class-balanced ``p%`` of all labels
+      (:func:`percent_counts`).
     num_draws: number of draws (seeds ``0..num_draws-1``).
     num_classes: ``C``; defaults to ``max(labels) + 1``.
 

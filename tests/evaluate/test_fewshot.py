@@ -9,7 +9,8 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
-from ssl_jax.evaluate.fewshot import cv_select_l2, evaluate_features, label_draws
+from ssl_jax.evaluate.fewshot import (cv_select_l2, evaluate_features, label_draws,
+                                      percent_counts)
 from ssl_jax.evaluate.knn import knn_predict
 from ssl_jax.evaluate.linear import l2_normalize, sklearn_C
 
@@ -69,7 +70,11 @@ def test_label_draws_properties():
 def test_label_draws_percent_and_errors():
   labels = np.repeat(np.arange(3), [100, 50, 7])
   draws = label_draws(labels, "10%")
-  np.testing.assert_array_equal(np.bincount(labels[draws[0]]), [10, 5, 1])   # max(1, round)
+  # Class-balanced: 16 labels (10% of 157), 6/5/5; at 50% class 2 gives all its 7.
+  np.testing.assert_array_equal(np.bincount(labels[draws[0]]), [6, 5, 5])
+  np.testing.assert_array_equal(np.bincount(labels[label_draws(labels, "50%")[0]]), [36, 35, 7])
+  with pytest.raises(ValueError, match="0 < p <= 100"):
+    label_draws(labels, "150%")
   np.testing.assert_array_equal(label_draws(labels, "2"), label_draws(labels, np.int64(2)))
   with pytest.raises(ValueError, match="only"):
     label_draws(labels, 8)
@@ -167,3 +172,38 @@ def test_digits_raw_pixels_sanity(digits):
   assert 0.6 <= lin["1"] <= 0.8 and 0.78 <= lin["5"] <= 0.9 and 0.85 <= lin["10"] <= 0.95
   assert lin["all"] > 0.93 and knn["all"] > 0.93 and 0.6 <= knn["1"] <= 0.8
   assert all(0.0 < lin[f"{b}_std"] < 0.1 for b in (1, 5, 10))
+
+
+def test_percent_counts_properties():
+  rng = np.random.default_rng(0)
+  for _ in range(50):
+    counts = rng.integers(1, 60, size=rng.integers(2, 12))
+    for frac in (0.01, 0.1, 0.37, 1.0):
+      want = percent_counts(counts, frac)
+      total = min(counts.sum(), max(len(counts), round(frac * counts.sum())))
+      assert want.sum() == total and (want >= 1).all() and (want <= counts).all()
+      # Balanced where possible: a class below the largest share gave everything it had.
+      assert all(w == c for w, c in zip(want, counts) if w < want.max() - 1)
+
+
+def test_one_and_ten_percent_of_a_mock_tfds_dataset():
+  """The 1% / 10% budgets on a TFDS dataset (mock data of MNIST's spec): class-balanced,
+  deterministic, the same draws for every source, in the eval.json schema."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  from ssl_jax.data import load_arrays
+  with tfds.testing.mock_data(num_examples=400, policy=tfds.testing.MockPolicy.USE_CODE):
+    x, y = load_arrays("tfds:mnist", "train")
+  num_classes = int(y.max()) + 1
+  counts = np.bincount(y, minlength=num_classes)
+  for budget, total in (("1%", 10), ("10%", 40)):
+    draws = label_draws(y, budget, num_classes=num_classes)
+    assert draws.shape == (5, total)
+    per_class = np.bincount(y[draws[0]], minlength=num_classes)
+    np.testing.assert_array_equal(per_class, percent_counts(counts, float(budget[:-1]) / 100))
+    assert per_class.max() - per_class.min() <= 1 or per_class.min() == counts.min()
+    np.testing.assert_array_equal(draws, label_draws(y, budget, num_classes=num_classes))
+  feats = x.reshape(len(x), -1).astype(np.float32) / 255
+  results = evaluate_features({"raw": (feats[:300], feats[300:])}, y[:300], y[300:],
+                              num_classes=num_classes, budgets=("1%", "10%"),
+                              protocols=("knn",), num_draws=2)
+  assert set(results["knn"]["raw"]) == {"1%", "1%_std", "10%", "10%_std"}
