@@ -161,23 +161,25 @@ def make_classifier_method(nets: Networks, start: dict, *, label_smoothing: floa
   return Method(init=init, loss_fn=loss_fn, update=lambda p, s, m, step: m, features=features)
 
 
-def labeled_subset(labels: np.ndarray, budget, num_classes: int) -> np.ndarray:
-  """Indices of the train examples fine-tuning may use (all, or draw 0 of a few-label budget)."""
+def labeled_subset(labels: np.ndarray, budget, num_classes: int, draw: int = 0) -> np.ndarray:
+  """Indices of the train examples fine-tuning may use: all, or draw ``draw`` (seed ``draw``) of
+  a few-label budget, the same draw the probes use."""
   budget = normalize_budget(budget)
   if budget == "all":
     return np.arange(len(labels))
-  return np.sort(label_draws(labels, budget, num_draws=1, num_classes=num_classes)[0])
+  draws = label_draws(labels, budget, num_draws=draw + 1, num_classes=num_classes)
+  return np.sort(draws[draw])
 
 
-def _run_config(config, ft, source: str, step: int, budget) -> dict:
-  return {"source": source, "pretrain_step": step, "budget": str(budget),
+def _run_config(config, ft, source: str, step: int, budget, draw: int) -> dict:
+  return {"source": source, "pretrain_step": step, "budget": str(budget), "draw": draw,
           "finetune": ft.to_dict(), "encoder": config.encoder,
           "encoder_kwargs": config.encoder_kwargs.to_dict(), "seed": config.seed}
 
 
 def finetune_run(workdir: str, *, source: str = "ssl", step: int | None = None,
                  overrides: dict | None = None, devices=None, quiet: bool = True,
-                 return_state: bool = False):
+                 draw: int = 0, return_state: bool = False):
   """Fine-tunes ``workdir``'s encoder (``source="ssl"``) or its initial weights
   (``"random_init"``); returns the test accuracy (and the engine's initial and final states with
   ``return_state``).
@@ -189,6 +191,7 @@ def finetune_run(workdir: str, *, source: str = "ssl", step: int | None = None,
     overrides: values over ``config.eval.finetune`` (e.g. ``{"steps": 50}``).
     devices: devices for the engine (default: all).
     quiet: no progress bar.
+    draw: which label draw of a few-label budget (seed; 0 by default).
     return_state: also return ``(state_before_first_step, final_state, engine)``.
 
   The run directory is ``DIR/finetune/<name>`` for ``ssl`` and ``DIR/finetune/<name>_random_init``
@@ -212,7 +215,7 @@ def finetune_run(workdir: str, *, source: str = "ssl", step: int | None = None,
   if "encoder" in stats:
     stats["encoder"] = weights["batch_stats"]["encoder"]
 
-  subset = labeled_subset(train_y, ft.budget, num_classes)
+  subset = labeled_subset(train_y, ft.budget, num_classes, draw)
   n_dev = len(devices) if devices is not None else jax.device_count()
   batch_size = min(ft.batch_size, len(subset) // n_dev * n_dev)
   if batch_size < n_dev:
@@ -236,7 +239,7 @@ def finetune_run(workdir: str, *, source: str = "ssl", step: int | None = None,
 
   name = ft.name if source == "ssl" else f"{ft.name}_random_init"
   run_dir = os.path.join(workdir, FINETUNE_DIR, name)
-  _prepare_run_dir(run_dir, _run_config(config, ft, source, run.step, ft.budget))
+  _prepare_run_dir(run_dir, _run_config(config, ft, source, run.step, ft.budget, draw))
   iterator = make_iterator(data, global_batch_size=batch_size, seed=config.seed, shuffle=True)
   logger = MetricsLogger(run_dir, total_steps=ft.steps, tensorboard=config.log.tensorboard,
                          quiet=quiet)

@@ -119,16 +119,22 @@ def test_cli_eval_protocol_finetune_merges_into_eval_json(tiny_workdir, capsys):
 
 @pytest.mark.slow
 def test_finetuning_the_pretrained_encoder_beats_random_init_on_digits(tmp_path):
-  """A 150-step SimCLR run on digits, then the same fine-tuning recipe (5 labels per class, the
-  same draw, head init and data order) from its weights and from the weights it started from."""
+  """A 150-step SimCLR run on digits (one device), then the same fine-tuning recipe (5 labels per
+  class, 20 frozen warm-up steps) from its weights and from the weights it started from, on two
+  paired label draws (same labels, head init and data order for both sources)."""
   from ssl_jax import config as config_lib
   from ssl_jax.train.loop import pretrain
   config = config_lib.load_config(None, [
       ("total_steps", "150"), ("batch_size", "128"), ("quiet", "True"),
       ("log.tensorboard", "False"), ("eval.online_probe", "off")])
-  pretrain(config, str(tmp_path))
-  recipe = {"steps": 100, "batch_size": 48, "budget": "5", "frozen_steps": 20}
-  ssl = finetune.finetune_run(str(tmp_path), overrides=recipe)
-  rand = finetune.finetune_run(str(tmp_path), source="random_init", overrides=recipe)
-  print("fine-tune ssl", ssl, "random init", rand)
-  assert ssl > rand + 0.02 and ssl > 0.85
+  devices = jax.devices()[:1]
+  pretrain(config, str(tmp_path), devices=devices)
+  recipe = {"steps": 60, "batch_size": 50, "budget": "5", "frozen_steps": 20}
+  gaps = []
+  for draw in (0, 1):
+    accs = [finetune.finetune_run(str(tmp_path), source=source, draw=draw, devices=devices,
+                                  overrides={**recipe, "name": f"draw{draw}"})
+            for source in ("ssl", "random_init")]
+    print("draw", draw, "fine-tuned from ssl / random init:", accs)
+    gaps.append(accs[0] - accs[1])
+  assert min(gaps) > 0 and np.mean(gaps) > 0.015, gaps  # measured: +3.7 and +2.0 points
