@@ -106,3 +106,22 @@ def test_matches_sklearn_on_frozen_encoder_features(frozen_features):
     print(f"k={k}: ours {np.mean(ours == y_te):.4f} sklearn {np.mean(ref == y_te):.4f}")
     assert abs(np.mean(ours == y_te) - np.mean(ref == y_te)) <= 0.01, k
     assert np.mean(ours == ref) >= 0.98, k
+
+
+def test_tiled_and_streamed_labeled_set_give_the_same_predictions(digits):
+  """Tiling the labeled set (running top-k inside one jit) and streaming it from the host
+  (past device memory) give the same predictions as one [batch, N] similarity matrix."""
+  from ssl_jax.evaluate.knn import knn_predict_streaming
+  x_tr, y_tr, x_te, _ = digits
+  full = np.asarray(knn_predict(x_tr, y_tr, x_te, num_classes=10, k=20))
+  tiled = np.asarray(knn_predict(x_tr, y_tr, x_te, num_classes=10, k=20, train_chunk_size=97))
+  np.testing.assert_array_equal(tiled, full)
+  streamed = knn_predict_streaming(x_tr, y_tr, x_te, num_classes=10, k=20, chunk_size=300)
+  np.testing.assert_array_equal(streamed, full)
+  # With a mask (few labels, fewer than k in some tiles) and vmapped over two draws.
+  masks = np.stack([np.arange(len(y_tr)) % 7 == s for s in (0, 3)])
+  fn = jax.vmap(lambda m: knn_predict(x_tr, y_tr, x_te, num_classes=10, k=20, train_mask=m,
+                                      train_chunk_size=64))
+  for mask, got in zip(masks, np.asarray(fn(jnp.asarray(masks)))):
+    np.testing.assert_array_equal(got, np.asarray(knn_predict(
+        x_tr[mask], y_tr[mask], x_te, num_classes=10, k=20)))
