@@ -64,6 +64,7 @@ from ssl_jax.train.checkpoint import Checkpointer
 from ssl_jax.train.logging import MetricsLogger
 from ssl_jax.train.parallel import Engine
 from ssl_jax.train.preprocess import make_view_preprocess
+from ssl_jax.train.state import TrainState
 
 FINETUNE_DIR = "finetune"
 SOURCES = ("ssl", "random_init")
@@ -231,10 +232,14 @@ def finetune_run(workdir: str, *, source: str = "ssl", step: int | None = None,
   engine = Engine(method, tx, make_view_preprocess({"x": recipe}), mode=config.parallel,
                   global_batch_size=batch_size, devices=devices, sync_bn=config.sync_bn,
                   clip_norm=config.optimizer.clip_norm)
-  example = {"image": jax.ShapeDtypeStruct((batch_size, *train_x.shape[1:]), jnp.uint8),
-             "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32),
-             "index": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
-  state = engine.init_state(jax.random.key(config.seed), example)
+  # The state is assembled from the restored arrays and placed (not built by a jitted init, which
+  # would bake the weights into the program as constants).
+  params, stats, method_state = method.init(None, None)
+  state = engine.place_state(TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats,
+      opt_state=tx.init(params), method_state=method_state,
+      rng=jax.random.fold_in(jax.random.key(config.seed), 1),
+      skips=jnp.zeros((), jnp.int32), total_skips=jnp.zeros((), jnp.int32)))
   initial = jax.device_get(engine.global_state(state)) if return_state else None
 
   name = ft.name if source == "ssl" else f"{ft.name}_random_init"
