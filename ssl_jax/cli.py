@@ -44,11 +44,12 @@ def _parser() -> argparse.ArgumentParser:
   e.add_argument("--workdir", required=True)
   e.add_argument("--dataset", default=None,
                  help="evaluate on another dataset (transfer): writes eval_<dataset>.json")
-  e.add_argument("--protocol", default="all",
+  e.add_argument("--protocol", default=None,
                  choices=("knn", "linear", "fewshot", "finetune", "all"),
                  help="knn / linear: that probe at every budget of config.eval.budgets; fewshot: "
                  "both probes at the few-label budgets only; finetune: fine-tune the encoder "
-                 "(config.eval.finetune) into DIR/finetune/<name>/; all: knn, linear and finetune")
+                 "(config.eval.finetune) into DIR/finetune/<name>/; all: knn, linear and "
+                 "finetune (default: config.eval.protocols, the kNN and linear probes)")
   e.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   _distributed_args(e)
 
