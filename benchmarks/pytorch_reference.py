@@ -14,6 +14,7 @@ Written as a PyTorch user would write them, for speed:
 * ResNet: the model is converted to ``torch.channels_last`` (oneDNN/cuDNN NHWC convolutions);
 * ViT: ``nn.TransformerEncoderLayer(norm_first=True)`` (pre-LN, fused ``in_proj``) with
   ``F.scaled_dot_product_attention`` inside, exact GELU, LayerNorm epsilon 1e-6;
+* optionally (``"compile": true`` in the spec) the whole step under ``torch.compile``;
 * ``torch.set_num_threads`` equal to the JAX side's thread count; float32 on CPU, ``torch.autocast``
   bfloat16 on CUDA when ``dtype == "bfloat16"``; ``optimizer.zero_grad(set_to_none=True)``;
   the momentum (EMA) update with ``torch._foreach_lerp_`` (one fused call, no per-tensor loop).
@@ -22,7 +23,10 @@ Architectures mirror ``ssl_jax.models`` exactly (the record's ``params`` lets yo
 parameter count with the JAX side): ResNet-18 CIFAR stem (3x3/1 conv, no max-pool, bias-free
 convolutions, 1x1 projection shortcuts, BatchNorm momentum 0.1, eps 1e-5), the ``MLPHead``
 projector/predictor layouts (a linear layer followed by BatchNorm has no bias), ViT with a class
-token and learned position embeddings. Losses: NT-Xent (SimCLR; Chen et al., 2020,
+token and learned position embeddings, the post-LN BERT encoder with the tied MLM head (run on the
+first ``max_predictions`` masked positions of each row, with the same 80/10/10 masking of
+``round(0.15 x candidates)`` tokens per row, packed documents masked from each other) on the JAX
+side's own first batch of rows. Losses: NT-Xent (SimCLR; Chen et al., 2020,
 arXiv:2002.05709) over the 2N views of one concatenated batch; MoCo v3's symmetric InfoNCE scaled
 by ``2 t`` (Chen, Xie & He, 2021, arXiv:2104.02057, Algorithm 1).
 """
@@ -104,6 +108,58 @@ class ViT(nn.Module):
     return self.norm(self.blocks(x))[:, 0]
 
 
+class BertMLM(nn.Module):
+  """``ssl_jax.models.text.Transformer`` (post-LN, BERT) + ``MLMHead`` with the tied embedding."""
+
+  def __init__(self, *, vocab_size: int, max_len: int, width: int, depth: int, heads: int,
+               mlp_dim: int, type_vocab: int):
+    super().__init__()
+    self.tok = nn.Embedding(vocab_size, width)
+    self.pos = nn.Embedding(max_len, width)
+    self.typ = nn.Embedding(type_vocab, width) if type_vocab else None
+    self.embed_norm = nn.LayerNorm(width, eps=1e-12)
+    layer = nn.TransformerEncoderLayer(width, heads, mlp_dim, dropout=0.0, activation="gelu",
+                                       layer_norm_eps=1e-12, batch_first=True, norm_first=False)
+    self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+    self.heads = heads
+    self.dense = nn.Linear(width, width)
+    self.head_norm = nn.LayerNorm(width, eps=1e-12)
+    self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+  def forward(self, tokens, segment_ids, positions, picked_order):
+    x = self.tok(tokens) + self.pos(positions)
+    if self.typ is not None:
+      x = x + self.typ.weight[0]
+    x = self.embed_norm(x)
+    blocked = segment_ids[:, :, None] != segment_ids[:, None, :]  # True: may not attend
+    mask = blocked.repeat_interleave(self.heads, dim=0)
+    h = self.blocks(x, mask=mask)
+    picked = torch.take_along_dim(h, picked_order[..., None], dim=1)
+    picked = self.head_norm(F.gelu(self.dense(picked)))
+    return picked @ self.tok.weight.T + self.bias
+
+
+def bert_mask(tokens, valid, *, special_ids, mask_id: int, vocab_size: int, rate: float,
+              mask_prob: float, random_prob: float, generator):
+  """``ssl_jax.masking.bert_mask``: round(rate * candidates) positions per row, 80/10/10."""
+  special = torch.zeros(vocab_size, dtype=torch.bool, device=tokens.device)
+  special[torch.tensor(special_ids, device=tokens.device)] = True
+  candidate = valid & ~special[tokens]
+  scores = torch.rand(tokens.shape, device=tokens.device, generator=generator)
+  scores = scores.masked_fill(~candidate, 2.0)
+  rank = scores.argsort(dim=1).argsort(dim=1)
+  k = torch.round(rate * candidate.sum(dim=1, keepdim=True))
+  chosen = rank < k
+  u = torch.rand(tokens.shape, device=tokens.device, generator=generator)
+  normal = torch.nonzero(~special).squeeze(1)
+  rand_tok = normal[torch.randint(0, normal.numel(), tokens.shape, device=tokens.device,
+                                  generator=generator)]
+  inputs = torch.where(chosen & (u < mask_prob), mask_id, tokens)
+  inputs = torch.where(chosen & (u >= mask_prob) & (u < mask_prob + random_prob), rand_tok,
+                       inputs)
+  return inputs, chosen
+
+
 def mlp_head(cin: int, hidden: int, cout: int, layers: int, output_norm: str | None,
              output_bias: bool | None = None) -> nn.Sequential:
   """``ssl_jax.models.heads.MLPHead`` with BatchNorm on the hidden layers."""
@@ -158,8 +214,9 @@ def build(spec: dict, device: str):
   """``(step_fn, modules)``: one train step of the spec's model on a staged uint8 batch."""
   torch.manual_seed(0)
   generator = torch.Generator(device=device).manual_seed(0)
-  mean = torch.tensor(spec["normalize"][0], device=device)
-  std = torch.tensor(spec["normalize"][1], device=device)
+  if "normalize" in spec:
+    mean = torch.tensor(spec["normalize"][0], device=device)
+    std = torch.tensor(spec["normalize"][1], device=device)
   channels_last = spec.get("channels_last", spec["encoder"].startswith("resnet"))
   autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if spec["dtype"] == "bfloat16"
               and device == "cuda" else torch.autocast("cpu", enabled=False))
@@ -230,6 +287,36 @@ def build(spec: dict, device: str):
 
     return step, base
 
+  if spec["model"] == "bert_tiny_mlm":
+    model = BertMLM(vocab_size=spec["vocab_size"], max_len=spec["max_len"], width=spec["width"],
+                    depth=spec["depth"], heads=spec["heads"], mlp_dim=spec["mlp_dim"],
+                    type_vocab=spec["type_vocab"]).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec["lr"], betas=(spec["b1"], spec["b2"]),
+                            eps=spec["eps"], weight_decay=spec["weight_decay"])
+    p = spec["max_predictions"]
+
+    def step(batch):
+      tokens, segment_ids, positions = batch
+      inputs, chosen = bert_mask(tokens, segment_ids > 0, special_ids=spec["special_ids"],
+                                 mask_id=spec["mask_id"], vocab_size=spec["vocab_size"],
+                                 rate=spec["mask_rate"], mask_prob=spec["mask_prob"],
+                                 random_prob=spec["random_prob"], generator=generator)
+      order = (~chosen).to(torch.int8).argsort(dim=1, stable=True)[:, :p]
+      valid = torch.take_along_dim(chosen, order, dim=1)
+      targets = torch.take_along_dim(tokens, order, dim=1)
+      with autocast:
+        logits = model(inputs, segment_ids, positions, order)
+      ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+      loss = (ce * valid.flatten()).sum() / valid.sum().clamp(min=1)
+      opt.zero_grad(set_to_none=True)
+      loss.backward()
+      if spec["clip_norm"]:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), spec["clip_norm"], foreach=True)
+      opt.step()
+      return loss
+
+    return step, model
+
   raise ValueError(f"Unknown model {spec['model']!r}.")
 
 
@@ -237,9 +324,17 @@ def measure(spec: dict, *, steps: int, repeats: int, warmup: int, device: str,
             threads: int) -> dict:
   torch.set_num_threads(threads)
   step, model = build(spec, device)
+  if spec.get("compile"):  # torch.compile of the whole step (default inductor mode)
+    step = torch.compile(step)
   rng = torch.Generator().manual_seed(1)
-  images = torch.randint(0, 256, (spec["batch_size"], spec["image_size"], spec["image_size"], 3),
-                         dtype=torch.uint8, generator=rng).to(device)
+  if "batch_npz" in spec:  # text: the JAX side's own first batch
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    with np.load(spec["batch_npz"]) as z:
+      images = tuple(torch.from_numpy(z[k]).long().to(device)
+                     for k in ("tokens", "segment_ids", "positions"))
+  else:
+    images = torch.randint(0, 256, (spec["batch_size"], spec["image_size"], spec["image_size"],
+                                    3), dtype=torch.uint8, generator=rng).to(device)
   sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
   if device == "cuda":
     torch.cuda.reset_peak_memory_stats()
@@ -265,7 +360,8 @@ def measure(spec: dict, *, steps: int, repeats: int, warmup: int, device: str,
   except OSError:
     load = None
   return {
-      "benchmark": "train_step", "framework": "pytorch", "model": spec["model"],
+      "benchmark": "train_step",
+      "framework": "pytorch_compile" if spec.get("compile") else "pytorch", "model": spec["model"],
       "torch": torch.__version__,
       "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
       "backend": "gpu" if device == "cuda" else "cpu", "num_devices": 1,
@@ -278,6 +374,8 @@ def measure(spec: dict, *, steps: int, repeats: int, warmup: int, device: str,
       "peak_memory_bytes": torch.cuda.max_memory_allocated() if device == "cuda" else None,
       "params": sum(p.numel() for p in model.parameters()),
       "channels_last": spec.get("channels_last", spec["encoder"].startswith("resnet")),
+      "tokens_per_s": (round(spec["batch_size"] * spec["seq_len"] / median, 1)
+                       if "seq_len" in spec else None),
       "load_avg_1m_after": load, "spec": spec,
   }
 

@@ -29,14 +29,19 @@ def add_arguments(p) -> None:
   p.add_argument("--no-pipeline", action="store_true", help="skip the input-pipeline benchmark")
   p.add_argument("--no-xla-cost", action="store_true",
                  help="skip the ahead-of-time compile for XLA's cost/memory analysis")
+  p.add_argument("--torch-compile", action="store_true",
+                 help="also time the PyTorch step under torch.compile")
+  p.add_argument("--workers", type=int, default=None,
+                 help="Grain worker processes for the input-pipeline benchmark")
   p.add_argument("--note", default="", help="free text stored with the run")
   p.add_argument("--table", action="store_true", help="print the Markdown table of --out")
   p.add_argument("--render", default=None, metavar="README",
                  help="regenerate the tables of README from the *.jsonl next to it in results/")
 
 
-def main_from_args(args) -> int:
-  """Runs ``ssl-jax bench`` with parsed :func:`add_arguments` options."""
+def main_from_args(args, overrides=()) -> int:
+  """Runs ``ssl-jax bench`` with parsed :func:`add_arguments` options and ``--config.KEY=V``
+  ``overrides`` (``config`` suite only)."""
   # pylint: disable=import-outside-toplevel
   import jax
 
@@ -61,12 +66,15 @@ def main_from_args(args) -> int:
     raise ValueError(f"--batch-size must be comma-separated integers, got {args.batch_size!r}.") \
         from e
   dtype = args.dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
-  config = config_lib.load_config(args.config) if args.suite == "config" else None
+  if overrides and args.suite != "config":
+    raise ValueError("--config.KEY=VALUE overrides apply to --suite config only.")
+  config = config_lib.load_config(args.config, list(overrides)) if args.suite == "config" else None
   run_suite(args.suite, args.out, batch_sizes=batch_sizes, parallel=split(args.parallel),
             dtype=dtype, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
             data=args.data, encoder=args.encoder, methods=split(args.methods) or None,
             models=split(args.models) or None, config=config, pytorch=not args.no_pytorch,
-            pipeline=not args.no_pipeline, xla_cost=not args.no_xla_cost, note=args.note)
+            pipeline=not args.no_pipeline, xla_cost=not args.no_xla_cost, note=args.note,
+            torch_compile=args.torch_compile, workers=args.workers)
   if args.table:
     print(table.markdown(table.read_jsonl([args.out])))
   return 0

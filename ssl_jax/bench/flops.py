@@ -37,13 +37,28 @@ from ssl_jax.models.vit import VisionTransformer
 PyTree = Any
 
 
-def conv_flops(conv: Conv, hw: Sequence[int]) -> tuple[int, tuple[int, int]]:
-  """``(FLOPs per example, (Ho, Wo))`` of ``conv`` applied to an ``[H, W, C_in]`` input."""
+def _valid_taps(size: int, kernel: int, stride: int, lo: int, out: int) -> int:
+  """Number of (output position, kernel tap) pairs along one axis that read a real (not padded)
+  input element."""
+  return sum(1 for o in range(out) for t in range(kernel) if 0 <= o * stride - lo + t < size)
+
+
+def conv_flops(conv: Conv, hw: Sequence[int], *,
+               count_padding: bool = True) -> tuple[int, tuple[int, int]]:
+  """``(FLOPs per example, (Ho, Wo))`` of ``conv`` applied to an ``[H, W, C_in]`` input.
+
+  ``count_padding=False`` leaves out the multiply-adds with zero padding, which is how XLA's cost
+  analysis counts convolutions (used for the cross-check; MFU counts every tap).
+  """
   (kh, kw), (sh, sw) = conv.kernel_size, conv.strides
   (top, bottom), (left, right) = resolve_padding(conv.padding, hw, (kh, kw), (sh, sw))
   ho = (hw[0] + top + bottom - kh) // sh + 1
   wo = (hw[1] + left + right - kw) // sw + 1
-  return 2 * ho * wo * kh * kw * conv.in_features * conv.out_features, (ho, wo)
+  if count_padding:
+    taps = ho * kh * wo * kw
+  else:
+    taps = _valid_taps(hw[0], kh, sh, top, ho) * _valid_taps(hw[1], kw, sw, left, wo)
+  return 2 * taps * conv.in_features * conv.out_features, (ho, wo)
 
 
 def linear_flops(layer: nnx.Linear, tokens: int = 1) -> int:
@@ -51,8 +66,8 @@ def linear_flops(layer: nnx.Linear, tokens: int = 1) -> int:
   return 2 * tokens * layer.in_features * layer.out_features
 
 
-def _resnet(net: ResNet, hw: Sequence[int]) -> int:
-  total, hw = conv_flops(net.stem_conv, hw)
+def _resnet(net: ResNet, hw: Sequence[int], cp: bool) -> int:
+  total, hw = conv_flops(net.stem_conv, hw, count_padding=cp)
   if net.stem_kind == "imagenet":  # 3x3 stride-2 max-pool, padding 1
     hw = tuple((s + 2 - 3) // 2 + 1 for s in hw)
   for blk in net.blocks:
@@ -61,17 +76,17 @@ def _resnet(net: ResNet, hw: Sequence[int]) -> int:
     assert isinstance(blk, (BasicBlock, Bottleneck))
     block_in = hw
     for conv in convs:
-      f, hw = conv_flops(conv, hw)
+      f, hw = conv_flops(conv, hw, count_padding=cp)
       total += f
     if blk.shortcut is not None:
-      total += conv_flops(blk.shortcut, block_in)[0]
+      total += conv_flops(blk.shortcut, block_in, count_padding=cp)[0]
   if net.fc is not None:
     total += linear_flops(net.fc)
   return total
 
 
-def _vit(net: VisionTransformer, hw: Sequence[int]) -> int:
-  total, (gh, gw) = conv_flops(net.patch_embed, hw)
+def _vit(net: VisionTransformer, hw: Sequence[int], cp: bool) -> int:
+  total, (gh, gw) = conv_flops(net.patch_embed, hw, count_padding=cp)
   t = net.num_prefix + gh * gw
   for blk in net.blocks:
     total += sum(linear_flops(layer, t) for layer in (blk.attn.qkv, blk.attn.proj, blk.fc1,
@@ -82,10 +97,10 @@ def _vit(net: VisionTransformer, hw: Sequence[int]) -> int:
   return total
 
 
-def _small_cnn(net: SmallCNN, hw: Sequence[int]) -> int:
+def _small_cnn(net: SmallCNN, hw: Sequence[int], cp: bool) -> int:
   total = 0
   for conv, pool in zip(net.convs, net.pool):
-    f, hw = conv_flops(conv, hw)
+    f, hw = conv_flops(conv, hw, count_padding=cp)
     total += f
     if pool:
       hw = (hw[0] // 2, hw[1] // 2)
@@ -95,29 +110,63 @@ def _small_cnn(net: SmallCNN, hw: Sequence[int]) -> int:
   return total
 
 
+def text_forward_flops(net, seq_len: int) -> int:
+  """Forward FLOPs per row of ``seq_len`` tokens of a text :class:`~ssl_jax.models.text.
+  Transformer` (embedding lookups are free; attention over the full ``T x T``, as computed,
+  whatever the packing mask)."""
+  per_token = 0
+  for blk in net.blocks:
+    per_token += sum(linear_flops(layer) for layer in (blk.attn.qkv, blk.attn.out, blk.fc1,
+                                                       blk.fc2))
+  total = seq_len * per_token + len(net.blocks) * 2 * 2 * seq_len * seq_len * net.width
+  if net.pooler is not None:
+    total += linear_flops(net.pooler)
+  return total
+
+
+def _mlm_step_flops(config, batch: int) -> dict:
+  """MLM (``ssl_jax.methods.mlm``): the encoder on every token, the head (dense + tied vocabulary
+  projection) on ``max_predictions`` positions per row; the pooler is not run."""
+  from ssl_jax.methods import mlm, text_common  # pylint: disable=import-outside-toplevel
+  tokenizer = text_common.tokenizer_for(config)
+  bundle = nnx.eval_shape(
+      lambda: mlm.build_networks(config, tokenizer)._build(nnx.Rngs(0), None))  # pylint: disable=protected-access
+  enc, head = bundle.encoder, bundle.mlm_head
+  t, p = config.text.seq_len, mlm.max_predictions(config)
+  encoder = text_forward_flops(enc, t) - (linear_flops(enc.pooler) if enc.pooler is not None
+                                          else 0)
+  mlm_head = p * (linear_flops(head.dense) + 2 * enc.width * enc.vocab_size)
+  trained = batch * (encoder + mlm_head)
+  return {"forward_per_example": {"encoder": encoder, "mlm_head": mlm_head},
+          "trained_forward": trained, "teacher_forward": 0, "model_flops": 3 * trained,
+          "tokens_per_example": t}
+
+
 def _dense_stack(module: nnx.Module) -> int:
   """FLOPs per example of a module made of dense layers applied once each (MLP heads)."""
   return sum(linear_flops(m) for _, m in nnx.iter_graph(module) if isinstance(m, nnx.Linear))
 
 
-def network_forward_flops(module: nnx.Module, hw: Sequence[int]) -> int:
+def network_forward_flops(module: nnx.Module, hw: Sequence[int] | None, *,
+                          count_padding: bool = True) -> int:
   """Forward FLOPs per example of an encoder (by type) or a head (dense layers).
 
   Args:
     module: a built (possibly abstract) :class:`ResNet`, :class:`VisionTransformer`,
       :class:`SmallCNN`, or any module whose dense layers each run once per example (MLP heads).
     hw: input height and width for encoders (ignored for heads).
+    count_padding: see :func:`conv_flops`.
 
   Raises:
     ValueError: for an encoder type without a formula (anything with convolutions or attention
       that is not one of the above).
   """
   if isinstance(module, ResNet):
-    return _resnet(module, hw)
+    return _resnet(module, hw, count_padding)
   if isinstance(module, VisionTransformer):
-    return _vit(module, hw)
+    return _vit(module, hw, count_padding)
   if isinstance(module, SmallCNN):
-    return _small_cnn(module, hw)
+    return _small_cnn(module, hw, count_padding)
   if any(isinstance(m, Conv) for _, m in nnx.iter_graph(module)):
     raise ValueError(f"No FLOPs formula for {type(module).__name__}.")
   return _dense_stack(module)
@@ -159,7 +208,7 @@ def method_step_flops(config, view_hw: Sequence[int], *, batch_size: int | None 
 
   Args:
     config: a run config (method, encoder, heads, batch size).
-    view_hw: the height and width of each view the encoder sees.
+    view_hw: the height and width of each view the encoder sees (unused for text methods).
     batch_size: examples per step (default ``config.batch_size``).
 
   Returns:
@@ -167,7 +216,12 @@ def method_step_flops(config, view_hw: Sequence[int], *, batch_size: int | None 
     "trained_forward", "teacher_forward", "model_flops"}`` where the last three are per step and
     ``model_flops = 3 * trained_forward + teacher_forward``.
   """
+  from ssl_jax import methods  # pylint: disable=import-outside-toplevel
   batch = config.batch_size if batch_size is None else batch_size
+  if methods.modality(config.method) == "text":
+    if config.method != "mlm":
+      raise ValueError(f"No FLOPs formula for text method {config.method!r} (only mlm).")
+    return _mlm_step_flops(config, batch)
   trained, teachers = _networks(config.method, config)
   per_example, totals = {}, {"trained": 0, "teacher": 0}
   for kind, group in (("trained", trained), ("teacher", teachers)):

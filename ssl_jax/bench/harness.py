@@ -36,8 +36,8 @@ from ssl_jax.bench import flops as flops_lib
 from ssl_jax.bench import peak as peak_lib
 from ssl_jax.data import make_iterator
 from ssl_jax.data.sources import ArraySource
-from ssl_jax.train.loop import build, example_batch, load_train_source
-from ssl_jax.train.preprocess import make_view_preprocess
+from ssl_jax.train.loop import build, example_batch_for, load_train_source
+from ssl_jax.train.preprocess import make_preprocess, make_view_preprocess
 
 DONATION_WARNING = "donated buffers were not usable"
 # Image shape of a dataset when the benchmark uses synthetic pixels (throughput does not depend
@@ -78,6 +78,9 @@ def bench_source(config, *, data: str = "auto", min_examples: int = 0):
   """
   if data not in ("auto", "real", "synthetic"):
     raise ValueError(f"data={data!r}; valid: auto, real, synthetic.")
+  from ssl_jax import methods  # pylint: disable=import-outside-toplevel
+  if methods.modality(config.method) == "text":  # corpora are small and ship with the library
+    return load_train_source(config), "real"
   if data != "synthetic":
     try:
       return load_train_source(config), "real"
@@ -132,9 +135,8 @@ def measure_step(config, *, steps: int = 10, repeats: int = 5, warmup: int = 2,
                      f"{warmup}.")
   peak = peak_lib.device_peak() if peak is None else peak
   source, data_kind = bench_source(config, data=data)
-  _, engine, _ = build(config, len(source), source.image_shape, devices=devices)
-  state = engine.init_state(jax.random.key(config.seed),
-                            example_batch(config.batch_size, source.image_shape))
+  _, engine, _ = build(config, len(source), getattr(source, "image_shape", None), devices=devices)
+  state = engine.init_state(jax.random.key(config.seed), example_batch_for(config, source))
   iterator = make_iterator(source, global_batch_size=config.batch_size, seed=0)
   try:
     host_batch = next(iterator)
@@ -201,9 +203,8 @@ def measure_step(config, *, steps: int = 10, repeats: int = 5, warmup: int = 2,
 
 
 def _model_flops(config, host_batch) -> dict:
-  """Analytic model FLOPs of the step; views are assumed to keep the stored image size unless a
-  crop recipe sets ``size=``."""
-  hw = _views_hw(config, host_batch)
+  """Analytic model FLOPs of the step (view sizes from the config's view recipes)."""
+  hw = None if "image" not in host_batch else _views_hw(config, host_batch)
   try:
     return flops_lib.method_step_flops(config, hw)
   except (ValueError, AttributeError, KeyError) as e:
@@ -247,7 +248,7 @@ def _iqr(xs: Sequence[float]) -> float:
   return q[2] - q[0]
 
 
-def _round(x: float | None, n: int = 4) -> float | None:
+def _round(x: float | None, n: int = 6) -> float | None:
   return None if x is None else round(x, n)
 
 
@@ -261,9 +262,8 @@ def measure_pipeline(config, *, steps: int = 10, repeats: int = 3, data: str = "
   source, data_kind = bench_source(config, data=data,
                                    min_examples=(steps * repeats + 4) * config.batch_size)
   workers = config.data.worker_count if worker_count is None else worker_count
-  _, engine, _ = build(config, len(source), source.image_shape, devices=devices)
-  state = engine.init_state(jax.random.key(config.seed),
-                            example_batch(config.batch_size, source.image_shape))
+  _, engine, _ = build(config, len(source), getattr(source, "image_shape", None), devices=devices)
+  state = engine.init_state(jax.random.key(config.seed), example_batch_for(config, source))
   load_before = load_avg()
   iterator = make_iterator(source, global_batch_size=config.batch_size, seed=0,
                            worker_count=workers)
@@ -275,8 +275,8 @@ def measure_pipeline(config, *, steps: int = 10, repeats: int = 3, data: str = "
     read_s = (time.perf_counter() - t0) / (steps * repeats)
 
     # On-device augmentation alone (the step's preprocessing, jitted by itself).
-    preprocess = make_view_preprocess(config.views)
-    augment = jax.jit(lambda b, k: preprocess(b, k)["views"])
+    preprocess = make_preprocess(config)  # image views; identity for text (masking is in the loss)
+    augment = jax.jit(preprocess)
     staged = jax.device_put(host_batch)
     key = jax.random.key(0)
     jax.block_until_ready(augment(staged, key))
@@ -312,7 +312,8 @@ def measure_pipeline(config, *, steps: int = 10, repeats: int = 3, data: str = "
       "model": model or f"{config.method}/{config.encoder}", "device": jax.devices()[0].device_kind,
       "backend": jax.default_backend(), "num_devices": engine.num_devices,
       "jax": jax.__version__, "batch_size": b, "data": data_kind, "worker_count": workers,
-      "image_shape": list(source.image_shape), "views": config.views.to_dict(),
+      "example_shapes": {k: list(v) for k, v in (getattr(source, "example_shapes", None) or {
+          "image": source.image_shape}).items()},
       "read_examples_per_s": round(b / read_s, 1),
       "augment_examples_per_s": round(b / aug_s, 1),
       "step_ms_staged": round(1e3 * staged_s, 3), "step_ms_end_to_end": round(1e3 * e2e_s, 3),
@@ -332,11 +333,12 @@ def _experiment(name: str, arg: str | None = None):
   return config_lib.load_config(f"{path}:{arg}" if arg else path)
 
 
-def vs_pytorch_configs(*, batch_size: int, dtype: str) -> dict:
+def vs_pytorch_configs(*, batch_size: int, dtype: str, text: bool = True) -> dict:
   """``{model name: (config, torch spec)}`` of the side-by-side models.
 
   Both frameworks run the same architecture, loss, optimizer, views (a random horizontal flip and
-  the CIFAR normalization, computed inside the step from uint8 pixels) and batch.
+  the CIFAR normalization, computed inside the step from uint8 pixels) and batch; with ``text``
+  also the small BERT MLM of ``experiments/mlm_pydoc.py`` (the same rows, masking and head).
   """
   from ssl_jax import recipes  # pylint: disable=import-outside-toplevel
   view = f"flip_lr(p=0.5)|{recipes.CIFAR_NORMALIZE}"
@@ -374,7 +376,48 @@ def vs_pytorch_configs(*, batch_size: int, dtype: str) -> dict:
     config_lib.validate(c)
     spec.update(batch_size=batch_size, dtype=dtype, image_size=32,
                 normalize=[list(recipes.CIFAR_MEAN), list(recipes.CIFAR_STD)])
+  if text:
+    out["bert_tiny_mlm"] = _mlm_config(batch_size=batch_size, dtype=dtype)
   return out
+
+
+def _mlm_config(*, batch_size: int, dtype: str):
+  """The small BERT MLM of ``experiments/mlm_pydoc.py`` (rows of 128 byte tokens)."""
+  # pylint: disable=import-outside-toplevel
+  from ssl_jax.methods import mlm, text_common
+  from ssl_jax.models.text import TEXT_ENCODERS
+  c = _experiment("mlm_pydoc")
+  c.batch_size, c.compute_dtype = batch_size, dtype
+  config_lib.validate(c)
+  tok = text_common.tokenizer_for(c)
+  arch = {**TEXT_ENCODERS[c.encoder], **c.encoder_kwargs.to_dict()}
+  kw, opt = c.method_kwargs, c.optimizer
+  spec = {"model": "bert_tiny_mlm", "encoder": c.encoder, "text": True,
+          "vocab_size": int(tok.vocab_size), "max_len": arch["max_len"], "width": arch["width"],
+          "depth": arch["depth"], "heads": arch["num_heads"], "mlp_dim": arch["mlp_dim"],
+          "type_vocab": arch.get("type_vocab", 0), "seq_len": c.text.seq_len,
+          "max_predictions": mlm.max_predictions(c), "mask_rate": kw.mask_rate,
+          "mask_prob": kw.mask_prob, "random_prob": kw.random_prob,
+          "special_ids": [int(i) for i in tok.special_ids], "mask_id": int(tok.mask_id),
+          "lr": opt.lr, "b1": opt.b1, "b2": opt.b2, "eps": opt.eps,
+          "weight_decay": opt.weight_decay, "clip_norm": opt.clip_norm,
+          "batch_size": batch_size, "dtype": dtype}
+  if arch.get("dropout", 0.0) and c.encoder_kwargs.get("dropout", 0.1):
+    raise ValueError("the PyTorch MLM reference has no dropout; the config must set it to 0.")
+  return c, spec
+
+
+def write_text_batch(config, path: str) -> str:
+  """Saves the first global batch of ``config``'s text rows (``tokens``, ``segment_ids``,
+  ``positions``) to ``path`` (``.npz``), for the PyTorch side to train on the same rows."""
+  source = load_train_source(config)
+  iterator = make_iterator(source, global_batch_size=config.batch_size, seed=0)
+  try:
+    batch = next(iterator)
+  finally:
+    iterator.close()
+  np.savez(path, **{k: np.asarray(batch[k]) for k in ("tokens", "segment_ids", "positions")})
+  return path
 
 
 def methods_configs(*, batch_size: int, dtype: str, encoder: str | None,
@@ -396,13 +439,19 @@ def methods_configs(*, batch_size: int, dtype: str, encoder: str | None,
 
 def run_torch_reference(spec: dict, *, steps: int, repeats: int, warmup: int,
                         device: str, threads: int, script: str | None = None,
-                        timeout_s: int = 3000) -> list[dict]:
+                        timeout_s: int = 3000, config=None) -> list[dict]:
   """Runs ``benchmarks/pytorch_reference.py`` on ``spec`` in a subprocess; its JSON records.
 
   A subprocess keeps the two frameworks' thread pools apart. Returns ``[]`` (with a warning
   record) when torch is not installed.
   """
   script = script or os.path.join(repo_root(), "benchmarks", "pytorch_reference.py")
+  if spec.get("text"):  # the same rows as the JAX side
+    if config is None:
+      raise ValueError("a text spec needs its config (for the batch of rows).")
+    import tempfile  # pylint: disable=import-outside-toplevel
+    tmp = tempfile.mkdtemp(prefix="ssl_jax_bench_")
+    spec = dict(spec, batch_npz=write_text_batch(config, os.path.join(tmp, "batch.npz")))
   cmd = [sys.executable, script, "--spec", json.dumps(spec), "--steps", str(steps),
          "--repeats", str(repeats), "--warmup", str(warmup), "--device", device,
          "--threads", str(threads)]
@@ -420,19 +469,22 @@ def torch_available() -> bool:
 
 
 def ratio_records(records: Sequence[dict]) -> list[dict]:
-  """``ssl_jax / pytorch`` throughput ratio for each model measured by both (same batch)."""
+  """``ssl_jax / baseline`` throughput ratio for each model measured by both (same batch and
+  dtype); one per baseline framework (``pytorch``, ``pytorch_compile``)."""
   out = []
   by_key: dict = {}
   for r in records:
     if r.get("benchmark") == "train_step" and r.get("examples_per_s"):
       by_key.setdefault((r["model"], r["batch_size"], r.get("compute_dtype")), {})[
           r["framework"]] = r
-  for (model, batch, dtype), pair in by_key.items():
-    if "ssl_jax" in pair and "pytorch" in pair:
+  for (model, batch, dtype), runs in by_key.items():
+    for baseline in sorted(set(runs) - {"ssl_jax"}):
+      if "ssl_jax" not in runs:
+        continue
+      ours, theirs = runs["ssl_jax"], runs[baseline]
       out.append({"benchmark": "ratio", "model": model, "batch_size": batch,
-                  "compute_dtype": dtype, "device": pair["ssl_jax"]["device"],
-                  "ssl_jax_examples_per_s": pair["ssl_jax"]["examples_per_s"],
-                  "pytorch_examples_per_s": pair["pytorch"]["examples_per_s"],
-                  "ratio": round(pair["ssl_jax"]["examples_per_s"]
-                                 / pair["pytorch"]["examples_per_s"], 3)})
+                  "compute_dtype": dtype, "device": ours["device"], "baseline": baseline,
+                  "ssl_jax_examples_per_s": ours["examples_per_s"],
+                  "pytorch_examples_per_s": theirs["examples_per_s"],
+                  "ratio": round(ours["examples_per_s"] / theirs["examples_per_s"], 3)})
   return out

@@ -19,12 +19,14 @@ def run_suite(suite: str, out: str, *, batch_sizes: Sequence[int] = (64,),
               encoder: str | None = None, methods: Sequence[str] | None = None,
               models: Sequence[str] | None = None, config=None, pytorch: bool = True,
               pipeline: bool = True, xla_cost: bool = True, note: str = "",
+              torch_compile: bool = False, workers: int | None = None,
               log: Callable[[str], None] | None = None) -> list[dict]:
   """Runs one suite, appending JSON lines to ``out``; returns the records.
 
   Args:
-    suite: ``"vs-pytorch"`` (ResNet-18 SimCLR and ViT-Tiny/4 MoCo v3 at 32x32, each also in
-      PyTorch when it is installed, and their throughput ratios), ``"methods"`` (every registered
+    suite: ``"vs-pytorch"`` (ResNet-18 SimCLR and ViT-Tiny/4 MoCo v3 at 32x32, the small BERT MLM
+      of ``experiments/mlm_pydoc.py``, each also in PyTorch when it is installed, and their
+      throughput ratios), ``"methods"`` (every registered
       method on its CIFAR-10 recipe), or ``"config"`` (``config`` as given).
     out: JSON-lines file (appended to).
     batch_sizes: global batch sizes to run.
@@ -40,6 +42,9 @@ def run_suite(suite: str, out: str, *, batch_sizes: Sequence[int] = (64,),
     pipeline: also measure the input pipeline (for the first model/method).
     xla_cost: compile each step ahead of time for XLA's FLOPs and memory analysis.
     note: free text stored in the run record (e.g. "2 cores pinned with taskset").
+    torch_compile: also time the PyTorch step under ``torch.compile`` (framework
+      ``pytorch_compile``).
+    workers: Grain worker processes for the input-pipeline benchmark (default: the config's).
     log: progress messages (default: stderr).
   """
   if suite not in SUITES:
@@ -100,9 +105,11 @@ def run_suite(suite: str, out: str, *, batch_sizes: Sequence[int] = (64,),
         log("  torch is not installed: PyTorch reference skipped (pip install ssl-jax[bench])")
       else:
         device = "cuda" if jax.default_backend() == "gpu" else "cpu"
-        for rec in harness.run_torch_reference(
-            spec, steps=steps, repeats=repeats, warmup=warmup, device=device,
-            threads=peak_lib.cpu_threads()):
+        variants = [spec] + ([dict(spec, compile=True)] if torch_compile else [])
+        torch_records = [rec for v in variants for rec in harness.run_torch_reference(
+            v, steps=steps, repeats=repeats, warmup=warmup, device=device,
+            threads=peak_lib.cpu_threads(), config=c)]
+        for rec in torch_records:
           rec.setdefault("batch_size", c.batch_size)
           rec.setdefault("compute_dtype", dtype)
           if rec.get("model_flops") is None:
@@ -113,13 +120,13 @@ def run_suite(suite: str, out: str, *, batch_sizes: Sequence[int] = (64,),
                 rec["model_flops"], rec["step_ms"] / 1e3, peak["peak_flops_per_s"]))
           emit(rec)
           step_records.append(rec)
-          log(f"  pytorch: {rec.get('step_ms')} ms/step, {rec.get('examples_per_s')} ex/s "
+          log(f"  {rec.get('framework')}: {rec.get('step_ms')} ms/step, {rec.get('examples_per_s')} ex/s "
               f"{rec.get('error', '')}")
     if pipeline and i == 0:
       c.parallel = parallel[0]
       log(f"  input pipeline of {name}")
       emit(harness.measure_pipeline(c, steps=steps, repeats=max(2, repeats // 2), data=data,
-                                    model=name))
+                                    model=name, worker_count=workers))
   for rec in harness.ratio_records(step_records):
     emit(rec)
     log(f"ratio {rec['model']}: ssl_jax/pytorch = {rec['ratio']}")

@@ -79,13 +79,13 @@ def step_table(records: Sequence[dict]) -> str:
 
 
 def ratio_table(records: Sequence[dict]) -> str:
-  head = ["model", "device", "batch", "dtype", "ssl_jax examples/s", "PyTorch examples/s",
-          "ssl_jax / PyTorch"]
+  head = ["model", "device", "batch", "dtype", "baseline", "ssl_jax examples/s",
+          "baseline examples/s", "ssl_jax / baseline"]
   lines = [_row(head), _row(["---"] * len(head))]
   for r in records:
     if r.get("benchmark") == "ratio":
       lines.append(_row([r["model"], r["device"], str(r["batch_size"]), str(r["compute_dtype"]),
-                         str(r["ssl_jax_examples_per_s"]), str(r["pytorch_examples_per_s"]),
+                         r.get("baseline", "pytorch"), str(r["ssl_jax_examples_per_s"]), str(r["pytorch_examples_per_s"]),
                          f"**{r['ratio']:.2f}**"]))
   return "\n".join(lines)
 
