@@ -39,6 +39,14 @@ PROJECTIONS = ("pca", "tsne")
 SOURCE_LABELS = {"ssl": "pretrained (SSL)", "random_init": "same network, random init",
                  "raw": "raw input"}
 SOURCE_COLORS = {"ssl": "tab:blue", "random_init": "tab:orange", "raw": "tab:gray"}
+PROTOCOL_TITLES = {"linear": "Linear probe", "knn": "Weighted kNN (cosine)",
+                   "finetune": "Fine-tuning"}
+
+
+def _ordered(keys, preferred) -> list:
+  """``keys`` with those of ``preferred`` first, in its order, then the others as given."""
+  keys = list(keys)
+  return [k for k in preferred if k in keys] + [k for k in keys if k not in preferred]
 # (metric key, panel title, y label)
 HEALTH_PANELS = (
     ("embedding_std_ratio", "Collapse monitor (1 healthy, 0 collapsed)", "embedding std × √d"),
@@ -154,14 +162,15 @@ def _budgets(results: Mapping[str, Any]) -> list[str]:
 def plot_fewshot(results: Mapping[str, Any], path: str, title: str) -> str | None:
   """Grouped bars: accuracy per label budget, one group per budget and a bar per feature source,
   one panel per protocol; error bars are one standard deviation over label draws."""
-  protocols = [p for p, rows in results.items() if isinstance(rows, Mapping) and rows]
+  protocols = _ordered((p for p, rows in results.items() if isinstance(rows, Mapping) and rows),
+                       PROTOCOL_TITLES)
   if not protocols:
     return None
   fig, axes = _figure(1, len(protocols), width=5.4, height=3.8)
   for ax, protocol in zip(axes[0], protocols):
     rows = results[protocol]
     budgets = _budgets({protocol: rows})
-    sources = list(rows)
+    sources = _ordered(rows, SOURCE_LABELS)
     width = 0.8 / len(sources)
     x = np.arange(len(budgets))
     for i, source in enumerate(sources):
@@ -173,7 +182,7 @@ def plot_fewshot(results: Mapping[str, Any], path: str, title: str) -> str | Non
                     color=SOURCE_COLORS.get(source))
       ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=2)
     ax.set_xticks(x, [b if b in ("all",) or b.endswith("%") else f"{b}/class" for b in budgets])
-    ax.set(title=f"{protocol}", xlabel="labels", ylabel="test accuracy (%)", ylim=(0, 108))
+    ax.set(title=PROTOCOL_TITLES.get(protocol, protocol), xlabel="labels", ylabel="test accuracy (%)", ylim=(0, 108))
     ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
   fig.suptitle(title)
   return _save(fig, path)
@@ -242,8 +251,10 @@ def results_markdown(results: Mapping[str, Any]) -> str:
   from ssl_jax.evaluate.table import _cell  # pylint: disable=g-import-not-at-top
   budgets = _budgets(results)
   lines = []
-  rows = [(p, s, row) for p, by in results.items() if isinstance(by, Mapping)
-          for s, row in by.items() if isinstance(row, Mapping)]
+  protocols = _ordered((p for p, by in results.items() if isinstance(by, Mapping)),
+                       PROTOCOL_TITLES)
+  rows = [(p, s, results[p][s]) for p in protocols for s in _ordered(results[p], SOURCE_LABELS)
+          if isinstance(results[p][s], Mapping)]
   if rows:
     lines.append("| protocol | features | " + " | ".join(budgets) + " |")
     lines.append("|---" * (len(budgets) + 2) + "|")
