@@ -12,8 +12,8 @@ from ssl_jax import recipes
 
 
 def get_config(arg: str | None = None):
-  config = recipes.text_config("clm", dataset="pydoc", encoder="gpt_tiny", total_steps=800,
-                               batch_size=32, lr=1e-3, seq_len=128)
+  config = recipes.text_config("clm", dataset="pydoc", encoder="gpt_tiny", total_steps=600,
+                               batch_size=32, lr=2e-3, seq_len=128)
   config.encoder_kwargs.dropout = 0.0
   if arg == "runlocal":
     recipes.runlocal_text(config, encoder="gpt_tiny")

@@ -13,8 +13,8 @@ from ssl_jax import recipes
 
 
 def get_config(arg: str | None = None):
-  config = recipes.text_config("mlm", dataset="pydoc", encoder="bert_tiny", total_steps=800,
-                               batch_size=64, lr=1e-3, seq_len=128)
+  config = recipes.text_config("mlm", dataset="pydoc", encoder="bert_tiny", total_steps=600,
+                               batch_size=64, lr=2e-3, seq_len=128)
   config.encoder_kwargs.dropout = 0.0  # 3k rows of 128 bytes: underfit, not overfit
   if arg == "runlocal":
     recipes.runlocal_text(config, encoder="bert_tiny")

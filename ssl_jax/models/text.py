@@ -328,13 +328,15 @@ TEXT_ENCODERS: dict[str, dict[str, Any]] = {
                       norm="post", type_vocab=2, pooler=True),
     "bert_small": dict(width=256, depth=4, num_heads=4, mlp_dim=1024, max_len=512, causal=False,
                        norm="post", type_vocab=2, pooler=True),
-    # CPU size: the pydoc / pystdlib experiments and tests.
-    "bert_tiny": dict(width=128, depth=2, num_heads=2, mlp_dim=512, max_len=512, causal=False,
-                      norm="post", type_vocab=2, pooler=True),
+    # CPU sizes for the pydoc / pystdlib experiments and tests. Rotary positions: on byte-level
+    # pydoc, MLM validation perplexity after 200 steps was 7.9 with rotary positions (4 heads)
+    # against 21.0-21.8 with learned ones (2 heads; pre- or post-LN alike; unigram: 28.6).
+    "bert_tiny": dict(width=128, depth=2, num_heads=4, mlp_dim=512, max_len=512, causal=False,
+                      norm="post", type_vocab=2, pooler=True, positions="rotary"),
     "gpt2_small": dict(width=768, depth=12, num_heads=12, mlp_dim=3072, max_len=1024, causal=True,
                        norm="pre"),
-    "gpt_tiny": dict(width=128, depth=2, num_heads=2, mlp_dim=512, max_len=512, causal=True,
-                     norm="pre"),
+    "gpt_tiny": dict(width=128, depth=2, num_heads=4, mlp_dim=512, max_len=512, causal=True,
+                     norm="pre", positions="rotary"),
 }
 
 
@@ -343,7 +345,7 @@ def build_text_encoder(name: str, *, vocab_size: int, rngs: nnx.Rngs, **override
   if name not in TEXT_ENCODERS:
     raise ValueError(f"Unknown text encoder {name!r}. Valid: {', '.join(sorted(TEXT_ENCODERS))}.")
   arch = dict(TEXT_ENCODERS[name])
-  unknown = set(overrides) - set(arch) - {"positions", "dropout", "dtype", "remat"}
+  unknown = set(overrides) - set(arch) - {"positions", "dropout", "dtype", "remat", "pooler"}
   if unknown:
     raise ValueError(f"Unknown arguments for text encoder {name!r}: {sorted(unknown)}.")
   arch.update(overrides)
