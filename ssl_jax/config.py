@@ -78,10 +78,9 @@ def base_config() -> ml_collections.ConfigDict:
   # the newest older step that verifies.
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, max_to_keep=3, async_save=True,
                                                 on_corrupt="error"))
-  # health_monitors: RankMe, alignment and uniformity beside embedding_std in every step's
-  # metrics (ssl_jax.evaluate.monitors; False keeps the cheap ones for very wide embeddings).
-  c.log = ml_collections.ConfigDict(dict(every_steps=10, tensorboard=True,
-                                         health_monitors=True))
+  # health_every: RankMe, alignment and uniformity (ssl_jax.evaluate.monitors) every N steps
+  # (1: every step, 0: never); embedding_std (the collapse warning) is logged every step.
+  c.log = ml_collections.ConfigDict(dict(every_steps=10, tensorboard=True, health_every=10))
   c.quiet = False
   c.max_consecutive_skips = 10
 
@@ -287,6 +286,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError("config.checkpoint.every_steps must be >= 0 and max_to_keep >= 1.")
   if config.log.every_steps < 1:
     raise ValueError(f"config.log.every_steps must be >= 1, got {config.log.every_steps}.")
+  if not isinstance(config.log.health_every, int) or config.log.health_every < 0:
+    raise ValueError("config.log.health_every must be an integer >= 0 (0: off), got "
+                     f"{config.log.health_every!r}.")
   if not config.views or not all(isinstance(v, str) for v in config.views.values()):
     raise ValueError("config.views must map view names to augmentation recipe strings.")
   if config.fsdp and config.parallel != "gspmd":

@@ -32,12 +32,14 @@ change a gradient) and compute in float32.
   they are trained to match (BYOL's prediction vs the target projection of the other view, MoCo's
   query vs key); 1 means the student reproduces the teacher exactly.
 
-Cost: ``rankme`` needs the eigenvalues of a Gram matrix of side ``min(N, d)`` (``d x d``
-``Z^T Z`` reduced over devices when ``d <= N``, else ``N x N`` from the all-gathered batch),
-uniformity ``N_local x N x d`` multiply-adds on each device. For the digits recipes this is
-well under a millisecond; they are computed every step (the loss function does not see the step
-number). ``config.log.health_monitors=False`` keeps only ``embedding_std`` for runs with wide
-embeddings (e.g. Barlow Twins' 8192) where the eigendecomposition is not negligible.
+Cost and cadence: ``rankme`` needs the eigenvalues of a Gram matrix of side ``min(N, d)``
+(``d x d`` ``Z^T Z`` reduced over devices when ``d <= N``, else ``N x N`` from the all-gathered
+batch), uniformity ``N_local x N x d`` multiply-adds on each device. On XLA:CPU the
+eigendecomposition alone made the digits main job's step much slower when run every step, so
+RankMe, alignment and uniformity run every ``config.log.health_every`` steps (default 10; 1: every
+step; 0: never) under a :func:`jax.lax.cond` on the step number (``batch["step"]``, given by the
+train step), and are ``NaN`` in between (logged as ``null`` and left out of the curves).
+``embedding_std`` (the collapse warning) and ``teacher_agreement`` are cheap and run every step.
 """
 
 from __future__ import annotations
@@ -170,7 +172,7 @@ def teacher_agreement(student: jax.Array, teacher: jax.Array, *,
 
 def health_metrics(z_a: jax.Array, z_b: jax.Array | None = None, *, axis_name: AxisName = None,
                    student: jax.Array | None = None, teacher: jax.Array | None = None,
-                   full: bool = True) -> dict[str, jax.Array]:
+                   every: int = 1, step=None) -> dict[str, jax.Array]:
   """Every monitor a method logs, from the embeddings its loss acts on.
 
   Args:
@@ -179,17 +181,28 @@ def health_metrics(z_a: jax.Array, z_b: jax.Array | None = None, *, axis_name: A
     axis_name: the data axis, or None.
     student, teacher: ``[n, d']`` outputs of a student and the teacher targets they match (for
       ``teacher_agreement``), or None for methods without a teacher.
-    full: False keeps only ``embedding_std`` and ``teacher_agreement`` (cheap ones), see the
-      module docstring for the cost.
+    every: compute ``rankme``, ``uniformity`` and ``alignment`` when ``step % every == 0``
+      (``NaN`` otherwise); 1 or ``step=None``: always; 0: never (see the module docstring).
+    step: the step number (int scalar, the same on every device), or None.
 
   Returns:
-    ``embedding_std``, ``embedding_std_ratio``, and with ``full``: ``rankme``, ``uniformity``,
-    ``alignment`` (with ``z_b``); ``teacher_agreement`` (with a teacher).
+    ``embedding_std``, ``embedding_std_ratio``; unless ``every == 0``: ``rankme``,
+    ``uniformity``, ``alignment`` (with ``z_b``); ``teacher_agreement`` (with a teacher).
   """
+  if every < 0:
+    raise ValueError(f"health_metrics: every must be >= 0, got {every}.")
   out = embedding_std(z_a, axis_name=axis_name)
-  if full:
-    out["rankme"] = rankme(z_a, axis_name=axis_name)
-    out.update(alignment_uniformity(z_a, z_b, axis_name=axis_name))
+  if every:
+    def expensive():
+      return {"rankme": rankme(z_a, axis_name=axis_name),
+              **alignment_uniformity(z_a, z_b, axis_name=axis_name)}
+
+    if every == 1 or step is None:
+      out.update(expensive())
+    else:
+      skipped = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype),
+                             jax.eval_shape(expensive))
+      out.update(jax.lax.cond(jnp.asarray(step) % every == 0, expensive, lambda: skipped))
   if (student is None) != (teacher is None):
     raise ValueError("health_metrics: pass both student and teacher, or neither.")
   if student is not None:
@@ -197,9 +210,11 @@ def health_metrics(z_a: jax.Array, z_b: jax.Array | None = None, *, axis_name: A
   return out
 
 
-def method_health(config, z_a, z_b=None, *, axis_name: AxisName = None, student=None,
+def method_health(config, batch, z_a, z_b=None, *, axis_name: AxisName = None, student=None,
                   teacher=None) -> dict[str, jax.Array]:
-  """:func:`health_metrics` with the run's switch ``config.log.health_monitors``."""
-  full = bool(config.log.get("health_monitors", True)) if "log" in config else True
+  """:func:`health_metrics` every ``config.log.health_every`` steps (the step from
+  ``batch["step"]``; every call when the batch has none, e.g. a loss called outside the engine).
+  """
+  every = int(config.log.get("health_every", 10)) if "log" in config else 1
   return health_metrics(z_a, z_b, axis_name=axis_name, student=student, teacher=teacher,
-                        full=full)
+                        every=every, step=batch.get("step") if isinstance(batch, dict) else None)

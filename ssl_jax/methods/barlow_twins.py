@@ -104,7 +104,7 @@ def make(config, *, total_steps: int | None = None) -> Method:
     on_diag = jnp.sum(jnp.square(1.0 - global_mean(sa * sb, axis_name)))
     off_diag = (jax.lax.stop_gradient(unscaled) - on_diag) / kw.lambda_
     metrics = {"loss": loss, "bt_on_diag": on_diag, "bt_off_diag": off_diag,
-               **method_health(config, z_a, z_b, axis_name=axis_name)}
+               **method_health(config, batch, z_a, z_b, axis_name=axis_name)}
     return loss, (metrics, new_stats, method_state)
 
   return Method(init=plain_init(nets), loss_fn=loss_fn, update=no_update,

@@ -118,7 +118,7 @@ def make(config, *, total_steps: int | None = None) -> Method:
     new_state = {"target": teacher_after_forward(
         method_state["target"], target_nets.batch_stats(target), axis_name=axis_name,
         sync_bn=config.sync_bn)}
-    metrics = {"loss": loss, **method_health(config, z_a, z_b, axis_name=axis_name,
+    metrics = {"loss": loss, **method_health(config, batch, z_a, z_b, axis_name=axis_name,
                                               student=p_a, teacher=t_b)}
     return loss, (metrics, online_nets.batch_stats(online), new_state)
 

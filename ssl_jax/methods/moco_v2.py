@@ -153,7 +153,7 @@ def make(config, *, total_steps: int | None = None) -> Method:
                  "queue": new_queue, "queue_ptr": new_ptr}
     positive = jnp.mean(jnp.sum(l2_normalize(q_a) * l2_normalize(k_b), axis=1))
     metrics = {"loss": loss, "positive_cosine": jax.lax.stop_gradient(positive),
-               **method_health(config, q_a, k_b, axis_name=axis_name, student=q_a,
+               **method_health(config, batch, q_a, k_b, axis_name=axis_name, student=q_a,
                                teacher=k_b)}
     return loss, (metrics, nets.batch_stats(query_net), new_state)
 

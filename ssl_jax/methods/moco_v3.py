@@ -128,7 +128,7 @@ def make(config, *, total_steps: int | None = None) -> Method:
         sync_bn=config.sync_bn)}
     positive = jnp.mean(jnp.sum(l2_normalize(q1) * l2_normalize(k2), axis=1))
     metrics = {"loss": loss, "positive_cosine": jax.lax.stop_gradient(positive),
-               **method_health(config, q1, q2, axis_name=axis_name, student=q1,
+               **method_health(config, batch, q1, q2, axis_name=axis_name, student=q1,
                                teacher=k2)}
     return loss, (metrics, base_nets.batch_stats(base), new_state)
 

@@ -132,7 +132,7 @@ def make(config, *, total_steps: int | None = None) -> Method:
     loss = 0.5 * (losses.infonce(nn_a, p_b, temperature=t, axis_name=axis_name)
                   + losses.infonce(nn_b, p_a, temperature=t, axis_name=axis_name))
 
-    metrics = {"loss": loss, **method_health(config, z_a, z_b, axis_name=axis_name)}
+    metrics = {"loss": loss, **method_health(config, batch, z_a, z_b, axis_name=axis_name)}
     labels = batch.get("label")
     if labels is not None:
       same = (method_state["queue_label"][idx_a] == labels).astype(jnp.float32)

@@ -67,7 +67,7 @@ def make(config, *, total_steps: int | None = None) -> Method:
       z = model.projector(z, train=True)
     z_a, z_b = jnp.split(z, 2)
     loss = losses.ntxent(z_a, z_b, temperature=kw.temperature, axis_name=axis_name)
-    metrics = {"loss": loss, **method_health(config, z_a, z_b, axis_name=axis_name)}
+    metrics = {"loss": loss, **method_health(config, batch, z_a, z_b, axis_name=axis_name)}
     return loss, (metrics, nets.batch_stats(model), method_state)
 
   return Method(init=plain_init(nets), loss_fn=loss_fn, update=no_update,

@@ -66,7 +66,7 @@ def make(config, *, total_steps: int | None = None) -> Method:
 
     z_a, z_b = encode(2), encode(3)
     loss = losses.simcse(z_a, z_b, temperature=kw.temperature, axis_name=axis_name)
-    metrics = {"loss": loss, **method_health(config, z_a, z_b, axis_name=axis_name)}
+    metrics = {"loss": loss, **method_health(config, batch, z_a, z_b, axis_name=axis_name)}
     return loss, (metrics, batch_stats, method_state)
 
   return Method(init=plain_init(nets), loss_fn=loss_fn, update=no_update,

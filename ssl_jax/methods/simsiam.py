@@ -111,7 +111,7 @@ def make(config, *, total_steps: int | None = None) -> Method:
     (z_a, p_a), (z_b, p_b) = forward(x_a), forward(x_b)
     loss = 0.5 * (criterion(p_a, z_b, axis_name=axis_name)
                   + criterion(p_b, z_a, axis_name=axis_name))
-    metrics = {"loss": loss, **method_health(config, z_a, z_b, axis_name=axis_name)}
+    metrics = {"loss": loss, **method_health(config, batch, z_a, z_b, axis_name=axis_name)}
     return loss, (metrics, nets.batch_stats(model), method_state)
 
   return Method(init=plain_init(nets), loss_fn=loss_fn, update=no_update,

@@ -75,7 +75,7 @@ def make(config, *, total_steps: int | None = None) -> Method:
                          cov_weight=kw.cov_weight, eps=kw.eps, axis_name=axis_name)
     invariance, variance = _terms(z_a, z_b, kw.eps, axis_name)
     metrics = {"loss": loss, "vicreg_invariance": invariance, "vicreg_variance": variance,
-               **method_health(config, z_a, z_b, axis_name=axis_name)}
+               **method_health(config, batch, z_a, z_b, axis_name=axis_name)}
     if kw.cov_weight:
       rest = jax.lax.stop_gradient(loss) - kw.sim_weight * invariance - kw.var_weight * variance
       metrics["vicreg_covariance"] = rest / kw.cov_weight

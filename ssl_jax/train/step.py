@@ -15,6 +15,9 @@ loss, so:
 
 The engine's 1-vs-8-device test proves each of these, with a negative control.
 
+The loss sees the step number as ``batch["step"]`` (an int32 scalar, the same on every device),
+e.g. for monitors computed every N steps (:func:`ssl_jax.evaluate.monitors.method_health`).
+
 A step whose loss or gradient norm is not finite is skipped: parameters, optimizer state, batch
 statistics and method state are all held back, and ``skips``/``total_skips`` count it.
 """
@@ -56,6 +59,8 @@ def make_step(method, tx: optax.GradientTransformation, preprocess: Callable, *,
   def step_fn(state: TrainState, batch: PyTree, rng: jax.Array):
     aug_key, loss_key = jax.random.split(rng)
     batch = preprocess(batch, aug_key)
+    # The step number, replicated: lets a method do some work every N steps (health monitors).
+    batch = {**batch, "step": state.step}
 
     def loss_of(params):
       loss, aux = method.loss_fn(params, state.batch_stats, state.method_state, batch, loss_key,

@@ -118,8 +118,31 @@ def test_health_metrics_global_over_eight_devices_with_negative_control(dim):
     assert not np.allclose(local[key], ref[key], rtol=1e-2), key
 
 
-def test_health_metrics_switch_and_errors():
+def test_health_metrics_every_n_steps_and_errors():
   z = np.random.default_rng(7).normal(size=(16, 4)).astype(np.float32)
-  assert set(monitors.health_metrics(z, full=False)) == {"embedding_std", "embedding_std_ratio"}
+  assert set(monitors.health_metrics(z, every=0)) == {"embedding_std", "embedding_std_ratio"}
+  always = monitors.health_metrics(z, z[::-1])
+  fn = jax.jit(lambda step: monitors.health_metrics(z, z[::-1], every=3, step=step))
+  for step in range(4):
+    got = fn(step)
+    np.testing.assert_allclose(got["embedding_std"], always["embedding_std"], rtol=1e-6)
+    for key in ("rankme", "alignment", "uniformity"):
+      if step % 3 == 0:
+        np.testing.assert_allclose(got[key], always[key], rtol=1e-5)
+      else:
+        assert np.isnan(got[key]), (step, key)  # logged as null, left out of the curves
   with pytest.raises(ValueError, match="both student and teacher"):
     monitors.health_metrics(z, student=z)
+  with pytest.raises(ValueError, match="every must be >= 0"):
+    monitors.health_metrics(z, every=-1)
+
+
+def test_every_n_steps_under_shard_map():
+  rng = np.random.default_rng(8)
+  z = rng.normal(size=(64, 8)).astype(np.float32)
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  fn = jax.jit(jax.shard_map(
+      lambda z, step: monitors.health_metrics(z, z, axis_name="data", every=2, step=step),
+      mesh=mesh, in_specs=(P("data"), P()), out_specs=P()))
+  np.testing.assert_allclose(fn(z, 4)["rankme"], monitors.rankme(z), rtol=1e-4)
+  assert np.isnan(fn(z, 5)["rankme"])
