@@ -90,6 +90,7 @@ def test_switch(make_config):
     online_probe.probe_classes(make_config(**{"eval.online_probe": "on"}), Unlabeled())
 
 
+@pytest.mark.slow
 def test_accuracy_rises_during_pretraining_on_digits(make_config, tmp_path):
   from ssl_jax.train.loop import pretrain
   config = make_config(total_steps=40, **{"eval.online_probe_lr": 0.05})

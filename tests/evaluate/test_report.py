@@ -92,3 +92,19 @@ def test_bad_workdir_is_a_clear_error(tmp_path, capsys):
 def test_cli_report_without_embedding(tiny_workdir, capsys):
   assert cli.main(["report", "--workdir", tiny_workdir, "--no-embedding"]) == 0
   assert "report/summary.md" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_main_job_writes_the_report_and_says_where(tmp_path, capsys):
+  """`ssl-jax pretrain` evaluates, then writes DIR/report/ and prints its path."""
+  args = ["pretrain", "--workdir", str(tmp_path), "--quiet",
+          "--config.encoder_kwargs={'widths': (8, 16), 'strides': (1, 2), 'fc_features': 16}",
+          "--config.batch_size=64", "--config.total_steps=4", "--config.log.tensorboard=False",
+          "--config.eval.budgets=(1,)", "--config.eval.protocols=('knn',)"]
+  assert cli.main(args) == 0
+  out = capsys.readouterr().out
+  summary = tmp_path / "report" / "summary.md"
+  assert f"Report: {summary}" in out
+  for name in ("training.png", "health.png", "fewshot.png", "embedding.png"):
+    png_size(tmp_path / "report" / name)
+  assert "online_probe_acc" in summary.read_text()
