@@ -108,32 +108,75 @@ class ViT(nn.Module):
     return self.norm(self.blocks(x))[:, 0]
 
 
+def rotary(x, positions, base: float = 10000.0):
+  """``ssl_jax.models.text.rotary``: rotate-half rotary embedding of ``x`` ``[B, H, T, Dh]``."""
+  half = x.shape[-1] // 2
+  freq = 1.0 / base**(torch.arange(half, device=x.device, dtype=torch.float32) / half)
+  angle = positions.float()[:, None, :, None] * freq  # [B, 1, T, half]
+  cos, sin = angle.cos(), angle.sin()
+  x1, x2 = x.float().chunk(2, dim=-1)
+  return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
+
+
+class RotaryPostLNBlock(nn.Module):
+  """BERT's post-LN block with rotary q/k (``ssl_jax.models.text.Block``, ``norm="post"``)."""
+
+  def __init__(self, width: int, heads: int, mlp_dim: int):
+    super().__init__()
+    self.heads = heads
+    self.qkv = nn.Linear(width, 3 * width)
+    self.out = nn.Linear(width, width)
+    self.ln1 = nn.LayerNorm(width, eps=1e-12)
+    self.ln2 = nn.LayerNorm(width, eps=1e-12)
+    self.fc1 = nn.Linear(width, mlp_dim)
+    self.fc2 = nn.Linear(mlp_dim, width)
+
+  def forward(self, x, allowed, positions):
+    b, t, d = x.shape
+    q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+    q, k = rotary(q, positions), rotary(k, positions)
+    a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])
+    x = self.ln1(x + self.out(a.transpose(1, 2).reshape(b, t, d)))
+    return self.ln2(x + self.fc2(F.gelu(self.fc1(x))))
+
+
 class BertMLM(nn.Module):
-  """``ssl_jax.models.text.Transformer`` (post-LN, BERT) + ``MLMHead`` with the tied embedding."""
+  """``ssl_jax.models.text.Transformer`` (post-LN, BERT; learned or rotary positions) + ``MLMHead``
+  with the tied embedding."""
 
   def __init__(self, *, vocab_size: int, max_len: int, width: int, depth: int, heads: int,
-               mlp_dim: int, type_vocab: int):
+               mlp_dim: int, type_vocab: int, positions: str = "learned"):
     super().__init__()
     self.tok = nn.Embedding(vocab_size, width)
-    self.pos = nn.Embedding(max_len, width)
+    self.pos = nn.Embedding(max_len, width) if positions == "learned" else None
     self.typ = nn.Embedding(type_vocab, width) if type_vocab else None
     self.embed_norm = nn.LayerNorm(width, eps=1e-12)
-    layer = nn.TransformerEncoderLayer(width, heads, mlp_dim, dropout=0.0, activation="gelu",
-                                       layer_norm_eps=1e-12, batch_first=True, norm_first=False)
-    self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+    if positions == "learned":
+      layer = nn.TransformerEncoderLayer(width, heads, mlp_dim, dropout=0.0, activation="gelu",
+                                         layer_norm_eps=1e-12, batch_first=True,
+                                         norm_first=False)
+      self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+    else:
+      self.blocks = nn.ModuleList(RotaryPostLNBlock(width, heads, mlp_dim) for _ in range(depth))
     self.heads = heads
     self.dense = nn.Linear(width, width)
     self.head_norm = nn.LayerNorm(width, eps=1e-12)
     self.bias = nn.Parameter(torch.zeros(vocab_size))
 
   def forward(self, tokens, segment_ids, positions, picked_order):
-    x = self.tok(tokens) + self.pos(positions)
+    x = self.tok(tokens)
+    if self.pos is not None:
+      x = x + self.pos(positions)
     if self.typ is not None:
       x = x + self.typ.weight[0]
     x = self.embed_norm(x)
-    blocked = segment_ids[:, :, None] != segment_ids[:, None, :]  # True: may not attend
-    mask = blocked.repeat_interleave(self.heads, dim=0)
-    h = self.blocks(x, mask=mask)
+    allowed = segment_ids[:, :, None] == segment_ids[:, None, :]
+    if self.pos is not None:
+      h = self.blocks(x, mask=(~allowed).repeat_interleave(self.heads, dim=0))
+    else:
+      h = x
+      for blk in self.blocks:
+        h = blk(h, allowed, positions)
     picked = torch.take_along_dim(h, picked_order[..., None], dim=1)
     picked = self.head_norm(F.gelu(self.dense(picked)))
     return picked @ self.tok.weight.T + self.bias
@@ -290,7 +333,8 @@ def build(spec: dict, device: str):
   if spec["model"] == "bert_tiny_mlm":
     model = BertMLM(vocab_size=spec["vocab_size"], max_len=spec["max_len"], width=spec["width"],
                     depth=spec["depth"], heads=spec["heads"], mlp_dim=spec["mlp_dim"],
-                    type_vocab=spec["type_vocab"]).to(device)
+                    type_vocab=spec["type_vocab"],
+                    positions=spec.get("positions", "learned")).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=spec["lr"], betas=(spec["b1"], spec["b2"]),
                             eps=spec["eps"], weight_decay=spec["weight_decay"])
     p = spec["max_predictions"]

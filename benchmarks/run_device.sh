@@ -5,6 +5,7 @@
 #   bash benchmarks/run_device.sh vs-pytorch OUTDIR    # GPU vs-pytorch + CPU pinned vs-pytorch
 #   bash benchmarks/run_device.sh methods OUTDIR       # GPU methods suite, parallel modes, BERT;
 #                                                      # CPU pinned BERT, probes, flags, compile
+#   bash benchmarks/run_device.sh final OUTDIR         # GPU methods suite (all methods), CPU BERT
 set -u
 part=$1; out=$2
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -55,5 +56,13 @@ elif [ "$part" = methods ]; then
   taskset -c 8-15 $bench --suite vs-pytorch --models bert_tiny_mlm --torch-compile \
     --out "$out/vs_pytorch_h100_bert.jsonl" --batch-size 256 --steps 20 --repeats 5 \
     --warmup 3 --no-pipeline 2>&1 | grep -v Warning
+  wait
+elif [ "$part" = final ]; then
+  # (the "methods" part above ran before the methods suite knew language methods; this reruns it)
+  cpu 0,1 --suite vs-pytorch --models bert_tiny_mlm --out "$out/vs_pytorch_cpu_pinned_bert.jsonl" \
+    --batch-size 64 --steps 5 --repeats 5 --warmup 2 --torch-compile --note "$note" \
+    >"$out/cpu_bert.log" 2>&1 &
+  taskset -c 8-15 $bench --suite methods --out "$out/methods_h100.jsonl" --batch-size 256 \
+    --steps 10 --repeats 3 --warmup 2 --no-xla-cost --no-pipeline 2>&1 | grep -v Warning
   wait
 fi

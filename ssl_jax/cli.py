@@ -134,15 +134,16 @@ def main(argv=None) -> int:
   from ssl_jax import config as config_lib  # pylint: disable=g-import-not-at-top
 
   try:
-    overrides = config_lib.parse_overrides(rest) if args.command == "pretrain" else []
-    if args.command != "pretrain" and rest:
+    takes_overrides = args.command in ("pretrain", "bench")
+    overrides = config_lib.parse_overrides(rest) if takes_overrides else []
+    if not takes_overrides and rest:
       raise ValueError(f"Unrecognized arguments: {' '.join(rest)}")
     if args.command == "compare":
       print(_compare(args.workdirs, args.names))
       return 0
     if args.command == "bench":
       from ssl_jax.bench import cli as bench_cli  # pylint: disable=g-import-not-at-top
-      return bench_cli.main_from_args(args)
+      return bench_cli.main_from_args(args, overrides)
     if args.command == "report":
       _report(args.workdir, args.projection, embedding=not args.no_embedding)
       return 0

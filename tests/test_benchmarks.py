@@ -53,7 +53,9 @@ def conv_pads(conv, hw):
   return resolve_padding(conv.padding, hw, conv.kernel_size, conv.strides)
 
 
-@pytest.mark.parametrize("name", ["resnet_tiny", "vit", "cnn_small", "head"])
+@pytest.mark.parametrize("name", [pytest.param("resnet_tiny", marks=pytest.mark.slow),
+                                  pytest.param("vit", marks=pytest.mark.slow), "cnn_small",
+                                  "head"])
 def test_network_flops_match_cost_analysis(name):
   """Analytic forward FLOPs vs XLA's cost analysis of the forward and of forward + backward.
 
@@ -140,13 +142,13 @@ def test_cli_bench_config_suite_writes_jsonl_and_table(tmp_path, capsys):
   tiny = ["--config.encoder_kwargs={'widths': (8, 16), 'strides': (1, 2), 'fc_features': 16}",
           "--config.total_steps=10"]
   assert cli.main(["bench", "--suite", "config", "--out", str(out), "--batch-size", "64",
-                   "--steps", "1", "--repeats", "2", "--warmup", "0", "--parallel", "pmap",
-                   "--no-xla-cost", "--table", *tiny]) == 0
+                   "--steps", "1", "--repeats", "2", "--warmup", "0", "--no-xla-cost", "--table",
+                   *tiny]) == 0
   records = [json.loads(line) for line in out.read_text().splitlines()]
   kinds = [r["benchmark"] for r in records]
   assert kinds == ["run", "peak", "train_step", "input_pipeline"]
   step, pipe = records[2], records[3]
-  assert step["parallel"] == "pmap" and step["traces"] == 1 and step["batch_size"] == 64
+  assert step["parallel"] == "shard_map" and step["traces"] == 1 and step["batch_size"] == 64
   assert pipe["input_bound_ratio"] > 0 and pipe["read_examples_per_s"] > 0
   assert pipe["augment_examples_per_s"] > 0 and pipe["data"] == "real"
   printed = capsys.readouterr().out
@@ -221,7 +223,7 @@ def test_pytorch_reference_mirrors_parameter_counts(make_config):
   pytest.importorskip("torch")
   for name, (c, spec) in harness.vs_pytorch_configs(batch_size=4, dtype="float32").items():
     (rec,) = harness.run_torch_reference(spec, steps=1, repeats=1, warmup=0, device="cpu",
-                                         threads=1)
+                                         threads=1, config=c)
     assert rec["framework"] == "pytorch" and rec["examples_per_s"] > 0, rec
     from ssl_jax import methods
     params, _, _ = jax.eval_shape(

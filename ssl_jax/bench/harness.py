@@ -395,7 +395,8 @@ def _mlm_config(*, batch_size: int, dtype: str):
   spec = {"model": "bert_tiny_mlm", "encoder": c.encoder, "text": True,
           "vocab_size": int(tok.vocab_size), "max_len": arch["max_len"], "width": arch["width"],
           "depth": arch["depth"], "heads": arch["num_heads"], "mlp_dim": arch["mlp_dim"],
-          "type_vocab": arch.get("type_vocab", 0), "seq_len": c.text.seq_len,
+          "type_vocab": arch.get("type_vocab", 0), "positions": arch.get("positions", "learned"),
+          "seq_len": c.text.seq_len,
           "max_predictions": mlm.max_predictions(c), "mask_rate": kw.mask_rate,
           "mask_prob": kw.mask_prob, "random_prob": kw.random_prob,
           "special_ids": [int(i) for i in tok.special_ids], "mask_id": int(tok.mask_id),
@@ -422,14 +423,24 @@ def write_text_batch(config, path: str) -> str:
 
 def methods_configs(*, batch_size: int, dtype: str, encoder: str | None,
                     names: Iterable[str] | None = None) -> dict:
-  """``{method: config}`` from each registered method's CIFAR-10 experiment (its views)."""
+  """``{method: config}``: each registered image method's CIFAR-10 experiment (its views, heads
+  and optimizer; ``encoder`` overrides its encoder), each language method's CPU-corpus experiment
+  (``experiments/<method>_pydoc.py`` or ``_pystdlib.py``; methods without one are left out)."""
   from ssl_jax import methods  # pylint: disable=import-outside-toplevel
   out = {}
   for name in (names or methods.METHODS):
-    c = _experiment(f"{name}_cifar10")
+    methods.get_module(name)  # a clear error for an unknown name
+    if methods.modality(name) == "text":
+      found = [f"{name}_{corpus}" for corpus in ("pydoc", "pystdlib") if os.path.exists(
+          os.path.join(repo_root(), "experiments", f"{name}_{corpus}.py"))]
+      if not found:
+        continue
+      c = _experiment(found[0])
+    else:
+      c = _experiment(f"{name}_cifar10")
+      if encoder:
+        c.encoder = encoder
     c.batch_size, c.compute_dtype = batch_size, dtype
-    if encoder:
-      c.encoder = encoder
     if name in ("moco_v2", "nnclr"):  # the queue must hold at least one batch
       c.method_kwargs.queue_size = max(c.method_kwargs.queue_size, 2 * batch_size)
     config_lib.validate(c)

@@ -52,10 +52,14 @@ def step_table(records: Sequence[dict]) -> str:
   """One row per train-step record (both frameworks)."""
   head = ["model", "framework", "device", "parallel", "batch", "dtype", "step ms (min-max)",
           "examples/s", "compile s", "model GFLOP", "MFU", "memory", "traces", "load 1m"]
+  flags = any(r.get("xla_flags") for r in records if r.get("benchmark") == "train_step")
+  if flags:
+    head.append("XLA_FLAGS")
   lines = [_row(head), _row(["---"] * len(head))]
   for r in records:
     if r.get("benchmark") != "train_step":
       continue
+    extra = [f"`{r['xla_flags']}`" if r.get("xla_flags") else "-"] if flags else []
     if "error" in r:
       lines.append(_row([r["model"], r.get("framework", "-"), "error: " + r["error"][:80]]
                         + ["-"] * (len(head) - 3)))
@@ -74,7 +78,7 @@ def step_table(records: Sequence[dict]) -> str:
         _fmt(100 * r["mfu"] if r.get("mfu") is not None else None, ".1f") + (
             "%" if r.get("mfu") is not None else ""),
         _mem(r), _fmt(r.get("traces")),
-        "-" if load[0] is None else f"{load[0]:.1f}/{load[1]:.1f}"]))
+        "-" if load[0] is None else f"{load[0]:.1f}/{load[1]:.1f}"] + extra))
   return "\n".join(lines)
 
 
@@ -118,6 +122,21 @@ def peak_table(records: Sequence[dict]) -> str:
   return "\n".join(lines)
 
 
+def probe_table(records: Sequence[dict]) -> str:
+  """Records of ``benchmarks/cpu_probe.py`` (encoder alone, forward and forward + backward)."""
+  head = ["model", "framework", "XLA_FLAGS", "batch", "fwd ms", "fwd GFLOP/s", "fwd+bwd ms",
+          "fwd+bwd GFLOP/s", "fwd+bwd / fwd", "fwd+bwd MFU", "load 1m"]
+  lines = [_row(head), _row(["---"] * len(head))]
+  for r in records:
+    if "fwd_bwd_ms" in r:
+      lines.append(_row([r["model"], r["framework"], f"`{r['xla_flags']}`" if r["xla_flags"]
+                         else "-", str(r["batch"]), f"{r['fwd_ms']:.0f}", str(r["fwd_gflops"]),
+                         f"{r['fwd_bwd_ms']:.0f}", str(r["fwd_bwd_gflops"]),
+                         f"{r['bwd_over_fwd']:.2f}", f"{100 * r['fwd_bwd_mfu']:.0f}%",
+                         f"{r['load_1m']:.1f}"]))
+  return "\n".join(lines)
+
+
 def markdown(records: Sequence[dict]) -> str:
   """All tables for one set of records (sections without records are left out)."""
   parts = []
@@ -130,6 +149,8 @@ def markdown(records: Sequence[dict]) -> str:
     parts.append("Train steps:\n\n" + step_table(records))
   if "input_pipeline" in kinds:
     parts.append("Input pipeline:\n\n" + pipeline_table(records))
+  if any("fwd_bwd_ms" in r for r in records):
+    parts.append("Encoder alone (benchmarks/cpu_probe.py):\n\n" + probe_table(records))
   return "\n\n".join(parts) + "\n"
 
 
@@ -138,10 +159,12 @@ def render_results(results_dir: str) -> str:
   sections = []
   for path in sorted(glob.glob(os.path.join(results_dir, "*.jsonl"))):
     records = read_jsonl([path])
-    meta = next((r for r in records if r.get("benchmark") == "run"), {})
+    runs = [r for r in records if r.get("benchmark") == "run"]
+    if not runs and records:  # e.g. cpu_probe.py lines
+      runs = [{"jax": records[0].get("jax"), "note": "XLA_FLAGS per row"}]
     title = f"### `{os.path.basename(path)}`"
-    info = ", ".join(f"{k}: {meta[k]}" for k in ("date", "device", "jax", "torch", "suite",
-                                                  "note") if meta.get(k))
+    info = "\n".join("- " + ", ".join(f"{k}: {meta[k]}" for k in (
+        "date", "device", "jax", "torch", "suite", "note") if meta.get(k)) for meta in runs)
     sections.append(title + ("\n\n" + info if info else "") + "\n\n" + markdown(records))
   return "\n".join(sections)
 
