@@ -52,6 +52,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Language methods (mlm, clm, nsp, simcse): the tokenizer ("bytes", "bpe:<vocab>",
   # "wordpiece:<vocab>" trained on the train split, "file:<path>") and the row length in tokens.
   c.text = ml_collections.ConfigDict(dict(tokenizer="bytes", seq_len=128))
+  # A pretraining workdir whose encoder (latest checkpoint) initializes this run's encoder, e.g.
+  # SimCSE from a masked-LM run as the paper starts from BERT ("" = random init).
+  c.init_from = ""
   c.compute_dtype = "float32"
   c.sync_bn = True
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ssl_jax import config as config_lib
 from ssl_jax import methods
@@ -214,6 +215,9 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
                       every_steps=config.checkpoint.every_steps,
                       async_save=config.checkpoint.async_save,
                       on_corrupt=config.checkpoint.on_corrupt, log=logger.message)
+  if ckpt.latest_step() is None and config.init_from:
+    state = _init_encoder_from(config, engine, state, getattr(source, "image_shape", None))
+    logger.message(f"Encoder initialized from {config.init_from}")
   if ckpt.latest_step() is not None:
     restored, data_state = ckpt.restore(engine.global_state(state))
     state = engine.place_state(restored) if config.parallel == "pmap" else restored
@@ -265,6 +269,47 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
     iterator.close()
     logger.close()
   return last
+
+
+def _init_encoder_from(config, engine, state, image_shape):
+  """The state with its encoder (and a teacher's copy of it) taken from the latest checkpoint of
+  the pretraining workdir ``config.init_from``; the rest (heads, optimizer) stays as built."""
+  from ssl_jax.evaluate.runner import restore_run  # pylint: disable=g-import-not-at-top
+  other = restore_run(config.init_from, image_shape)
+  host = jax.device_get(engine.global_state(state))
+  source = {k: other.trained[k].get("encoder") for k in ("params", "batch_stats")}
+  if source["params"] is None or "encoder" not in host.params:
+    raise ValueError(f"config.init_from={config.init_from!r}: both runs need an 'encoder' network "
+                     f"(found {sorted(other.trained['params'])} there, {sorted(host.params)} here).")
+
+  def take(target, theirs):
+    """``theirs`` in ``target``'s structure and dtypes; every path and shape must match."""
+    paths, treedef = jax.tree.flatten_with_path(target)
+    found = {jax.tree_util.keystr(p): x for p, x in jax.tree.flatten_with_path(theirs)[0]}
+    shape = lambda p: getattr(found.get(jax.tree_util.keystr(p)), "shape", "missing")
+    bad = [f"{jax.tree_util.keystr(p)}: {x.shape} here, {shape(p)} there"
+           for p, x in paths if shape(p) != x.shape]
+    if bad or len(found) != len(paths):
+      raise ValueError(f"config.init_from={config.init_from!r}: its encoder does not match this "
+                       f"run's ({len(found)} vs {len(paths)} arrays):\n  " + "\n  ".join(bad))
+    return jax.tree.unflatten(treedef, [np.asarray(found[jax.tree_util.keystr(p)], x.dtype)
+                                        for p, x in paths])
+
+  params = {**host.params, "encoder": take(host.params["encoder"], source["params"])}
+  stats = host.batch_stats
+  if stats.get("encoder"):
+    stats = {**stats, "encoder": take(stats["encoder"], source["batch_stats"] or {})}
+  method_state = host.method_state
+  if isinstance(method_state, dict):  # EMA teachers (methods.common.teacher_init) copy it too
+    method_state = dict(method_state)
+    for key, teacher in method_state.items():
+      if isinstance(teacher, dict) and "encoder" in teacher.get("params", {}):
+        teacher = {**teacher, "params": {**teacher["params"], "encoder": params["encoder"]}}
+        if "encoder" in teacher.get("batch_stats", {}):
+          teacher["batch_stats"] = {**teacher["batch_stats"], "encoder": stats["encoder"]}
+        method_state[key] = teacher
+  new = host.replace(params=params, batch_stats=stats, method_state=method_state)
+  return engine.place_state(new)
 
 
 def _log_samples(config, source, state, step: int, logger) -> None:

@@ -65,3 +65,33 @@ def test_single_nonfinite_step_is_skipped_and_training_continues(tmp_path, make_
   lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [l["skipped"] for l in lines] == [0, 0, 1, 0, 0, 0]
   assert lines[2]["loss"] is None  # NaN is logged as null (JSON has no NaN)
+
+
+def test_init_from_takes_another_runs_encoder_and_refuses_a_mismatch(tmp_path, make_config):
+  """``config.init_from``: the encoder (here also BYOL's teacher copy) starts as the latest
+  checkpoint of another workdir; heads stay freshly built; another architecture is refused with
+  the mismatched arrays listed."""
+  import jax
+
+  from ssl_jax.evaluate.runner import restore_run
+  from ssl_jax.train.loop import _init_encoder_from, build, example_batch_for, load_train_source
+  first = tmp_path / "first"
+  pretrain(make_config(total_steps=2), str(first))
+  pretrained = restore_run(str(first), (8, 8, 1)).trained["params"]["encoder"]
+
+  config = make_config(method="byol", total_steps=2, init_from=str(first))
+  source = load_train_source(config)
+  _, engine, _ = build(config, len(source))
+  state = engine.init_state(jax.random.key(1), example_batch_for(config, source))
+  state = jax.device_get(_init_encoder_from(config, engine, state, source.image_shape))
+  jax.tree.map(np.testing.assert_array_equal, state.params["encoder"], pretrained)
+  jax.tree.map(np.testing.assert_array_equal, state.method_state["target"]["params"]["encoder"],
+               pretrained)
+  assert "projector" in state.params  # built here, not taken
+
+  wider = make_config(method="byol", total_steps=2, init_from=str(first),
+                      encoder_kwargs="{'widths': (8, 32), 'strides': (1, 2), 'fc_features': 16}")
+  _, engine, _ = build(wider, len(source))
+  state = engine.init_state(jax.random.key(1), example_batch_for(wider, source))
+  with pytest.raises(ValueError, match="does not match this run's"):
+    _init_encoder_from(wider, engine, state, source.image_shape)
