@@ -40,6 +40,8 @@ SOURCE_LABELS = {"ssl": "pretrained (SSL)", "random_init": "same network, random
                  "raw": "raw input"}
 SOURCE_COLORS = {"ssl": "tab:blue", "random_init": "tab:orange", "raw": "tab:gray"}
 PROTOCOL_TITLES = {"linear": "Linear probe", "knn": "Weighted kNN (cosine)",
+                   "docstring_task": "Docstring task, linear probe",
+                   "docstring_task_knn": "Docstring task, weighted kNN",
                    "finetune": "Fine-tuning"}
 
 
@@ -322,6 +324,11 @@ def write_report(workdir: str, *, projection: str = "pca", max_points: int = 200
   if not evals:
     notes.append("No eval.json: run `ssl-jax eval --workdir DIR` for the accuracy chart.")
 
+  from ssl_jax import methods  # pylint: disable=g-import-not-at-top
+  if embedding and methods.modality(config.method) == "text":
+    embedding = False
+    notes.append("No embedding figure for a language method (its features are scored by the "
+                 "docstring task in eval.json).")
   if embedding:
     try:
       feats, labels, names, step = embed_test_split(workdir, config, max_points=max_points)

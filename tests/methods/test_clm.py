@@ -24,13 +24,14 @@ def test_needs_a_causal_encoder(make_text_config):
 @pytest.mark.slow
 def test_learns_on_pydoc(tmp_path):
   from ssl_jax import config as config_lib
-  from ssl_jax.evaluate.runner import evaluate_workdir
+  from ssl_jax.evaluate.text import evaluate_text_workdir
   from ssl_jax.train.loop import pretrain
   config = config_lib.load_config(str(EXPERIMENTS / "clm_pydoc.py"), [
       ("total_steps", "250"), ("quiet", "True"), ("log.tensorboard", "False"),
-      ("eval.budgets", "(5, 'all')"), ("eval.num_draws", "2"), ("method_kwargs.sample_tokens", "16")])
+      ("method_kwargs.sample_tokens", "16")])
   pretrain(config, str(tmp_path))
-  results = evaluate_workdir(str(tmp_path), print_table=False)
+  results = evaluate_text_workdir(str(tmp_path), config=config, print_table=False,
+                                  docstring_task=False)
   print(results)
   assert results["val_perplexity"] < 0.5 * results["unigram_perplexity"]
   assert results["bits_per_byte"] < 0.8 * np.log2(results["unigram_perplexity"])

@@ -50,13 +50,14 @@ def test_whole_word_masking_runs_through_the_loop(make_text_config, tmp_path):
 @pytest.mark.slow
 def test_learns_on_pydoc(tmp_path):
   """A short run of the pydoc recipe: validation perplexity of masked bytes far below the unigram
-  perplexity, and the pretrained encoder beats random init on the docstring task."""
+  perplexity, and the pretrained encoder beats random init on the docstring task (all labels:
+  with 1-10 labels per class neither is far above chance, 7%, after a short run)."""
   from ssl_jax import config as config_lib
   from ssl_jax.evaluate.runner import evaluate_workdir
   from ssl_jax.train.loop import pretrain
   config = config_lib.load_config(str(EXPERIMENTS / "mlm_pydoc.py"), [
       ("total_steps", "250"), ("quiet", "True"), ("log.tensorboard", "False"),
-      ("eval.budgets", "(5, 'all')"), ("eval.num_draws", "3")])
+      ("eval.budgets", "('all',)"), ("eval.num_draws", "1")])
   pretrain(config, str(tmp_path))
   results = evaluate_workdir(str(tmp_path), print_table=False)
   print(results)
