@@ -108,12 +108,17 @@ class ViT(nn.Module):
     return self.norm(self.blocks(x))[:, 0]
 
 
-def rotary(x, positions, base: float = 10000.0):
-  """``ssl_jax.models.text.rotary``: rotate-half rotary embedding of ``x`` ``[B, H, T, Dh]``."""
-  half = x.shape[-1] // 2
-  freq = 1.0 / base**(torch.arange(half, device=x.device, dtype=torch.float32) / half)
-  angle = positions.float()[:, None, :, None] * freq  # [B, 1, T, half]
-  cos, sin = angle.cos(), angle.sin()
+def rotary_tables(positions, head_dim: int, base: float = 10000.0):
+  """``(cos, sin)`` ``[B, 1, T, Dh / 2]`` of ``ssl_jax.models.text.rotary``, computed once per
+  forward pass and shared by every layer."""
+  half = head_dim // 2
+  freq = 1.0 / base**(torch.arange(half, device=positions.device, dtype=torch.float32) / half)
+  angle = positions.float()[:, None, :, None] * freq
+  return angle.cos(), angle.sin()
+
+
+def rotary(x, cos, sin):
+  """Rotate-half rotary embedding of ``x`` ``[B, H, T, Dh]`` (float32 math)."""
   x1, x2 = x.float().chunk(2, dim=-1)
   return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
 
@@ -131,10 +136,10 @@ class RotaryPostLNBlock(nn.Module):
     self.fc1 = nn.Linear(width, mlp_dim)
     self.fc2 = nn.Linear(mlp_dim, width)
 
-  def forward(self, x, allowed, positions):
+  def forward(self, x, allowed, cos, sin):
     b, t, d = x.shape
     q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-    q, k = rotary(q, positions), rotary(k, positions)
+    q, k = rotary(q, cos, sin), rotary(k, cos, sin)
     a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])
     x = self.ln1(x + self.out(a.transpose(1, 2).reshape(b, t, d)))
     return self.ln2(x + self.fc2(F.gelu(self.fc1(x))))
@@ -175,8 +180,9 @@ class BertMLM(nn.Module):
       h = self.blocks(x, mask=(~allowed).repeat_interleave(self.heads, dim=0))
     else:
       h = x
+      cos, sin = rotary_tables(positions, x.shape[-1] // self.heads)
       for blk in self.blocks:
-        h = blk(h, allowed, positions)
+        h = blk(h, allowed, cos, sin)
     picked = torch.take_along_dim(h, picked_order[..., None], dim=1)
     picked = self.head_norm(F.gelu(self.dense(picked)))
     return picked @ self.tok.weight.T + self.bias

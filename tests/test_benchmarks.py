@@ -17,6 +17,7 @@ from jax import lax
 from ssl_jax import cli
 from ssl_jax import models
 from ssl_jax.bench import flops, harness, peak, table
+from ssl_jax.models.conv import resolve_padding
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.vit import VisionTransformer
 
@@ -24,7 +25,8 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 def _load(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+  path = os.path.join(ROOT, "benchmarks", f"{name}.py")
+  spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -40,7 +42,7 @@ def test_conv_flops_equal_xla_count_without_padding_taps():
     conv = models.Conv(5, 6, k, s, padding=pad, use_bias=False, rngs=nnx.Rngs(0))
     x = jnp.ones((2, *hw, 5))
     got = _xla_flops(lambda x, w: lax.conv_general_dilated(  # pylint: disable=cell-var-from-loop
-        x, w, (s, s), conv_pads(conv, hw), dimension_numbers=("NHWC", "HWIO", "NHWC")),
+        x, w, (s, s), _conv_pads(conv, hw), dimension_numbers=("NHWC", "HWIO", "NHWC")),
                      x, conv.kernel[...])
     analytic, _ = flops.conv_flops(conv, hw, count_padding=False)
     assert got == pytest.approx(2 * analytic, rel=1e-6)
@@ -48,8 +50,7 @@ def test_conv_flops_equal_xla_count_without_padding_taps():
     assert full >= analytic
 
 
-def conv_pads(conv, hw):
-  from ssl_jax.models.conv import resolve_padding
+def _conv_pads(conv, hw):
   return resolve_padding(conv.padding, hw, conv.kernel_size, conv.strides)
 
 

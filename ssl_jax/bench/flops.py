@@ -129,8 +129,8 @@ def _mlm_step_flops(config, batch: int) -> dict:
   projection) on ``max_predictions`` positions per row; the pooler is not run."""
   from ssl_jax.methods import mlm, text_common  # pylint: disable=import-outside-toplevel
   tokenizer = text_common.tokenizer_for(config)
-  bundle = nnx.eval_shape(
-      lambda: mlm.build_networks(config, tokenizer)._build(nnx.Rngs(0), None))  # pylint: disable=protected-access
+  nets = mlm.build_networks(config, tokenizer)
+  bundle = _abstract_bundle(nets)
   enc, head = bundle.encoder, bundle.mlm_head
   t, p = config.text.seq_len, mlm.max_predictions(config)
   encoder = text_forward_flops(enc, t) - (linear_flops(enc.pooler) if enc.pooler is not None
@@ -172,6 +172,13 @@ def network_forward_flops(module: nnx.Module, hw: Sequence[int] | None, *,
   return _dense_stack(module)
 
 
+def _abstract_bundle(nets):
+  """The NNX module tree of a method's :class:`~ssl_jax.models.nnx_utils.Networks`, built
+  abstractly (shapes only)."""
+  build = nets._build  # pylint: disable=protected-access
+  return nnx.eval_shape(lambda: build(nnx.Rngs(0), None))
+
+
 def _networks(method_name: str, config) -> tuple[dict, dict]:
   """``({name: (module, passes)}, {name: (module, passes)})``: trained networks and teachers,
   each with the number of forward passes per example of the batch."""
@@ -189,7 +196,7 @@ def _networks(method_name: str, config) -> tuple[dict, dict]:
     builders[name] = lambda: module.build_networks(
         config, hidden=kw.proj_hidden_dim, out=kw.proj_dim, layers=kw.proj_layers)
   nets = builders.get(method_name, lambda: module.build_networks(config))()
-  bundle = nnx.eval_shape(lambda: nets._build(nnx.Rngs(0), None))  # pylint: disable=protected-access
+  bundle = _abstract_bundle(nets)
   parts = {name: m for name, m in vars(bundle).items() if isinstance(m, nnx.Module)}
   views = 2
   trained = {name: (m, views) for name, m in parts.items()}

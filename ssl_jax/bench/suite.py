@@ -120,7 +120,8 @@ def run_suite(suite: str, out: str, *, batch_sizes: Sequence[int] = (64,),
                 rec["model_flops"], rec["step_ms"] / 1e3, peak["peak_flops_per_s"]))
           emit(rec)
           step_records.append(rec)
-          log(f"  {rec.get('framework')}: {rec.get('step_ms')} ms/step, {rec.get('examples_per_s')} ex/s "
+          log(f"  {rec.get('framework')}: {rec.get('step_ms')} ms/step, "
+              f"{rec.get('examples_per_s')} ex/s "
               f"{rec.get('error', '')}")
     if pipeline and i == 0:
       c.parallel = parallel[0]

@@ -89,7 +89,8 @@ def ratio_table(records: Sequence[dict]) -> str:
   for r in records:
     if r.get("benchmark") == "ratio":
       lines.append(_row([r["model"], r["device"], str(r["batch_size"]), str(r["compute_dtype"]),
-                         r.get("baseline", "pytorch"), str(r["ssl_jax_examples_per_s"]), str(r["pytorch_examples_per_s"]),
+                         r.get("baseline", "pytorch"), str(r["ssl_jax_examples_per_s"]),
+                         str(r["pytorch_examples_per_s"]),
                          f"**{r['ratio']:.2f}**"]))
   return "\n".join(lines)
 
