@@ -119,6 +119,11 @@ class WordStarts:
   def example_shapes(self):
     return {**self.source.example_shapes, "word_starts": (self.source.seq_len,)}
 
+  def arrays(self):
+    arrays = self.source.arrays()
+    arrays["word_starts"] = self.tokenizer.word_starts(arrays["tokens"])
+    return arrays
+
   def _add(self, example):
     return {**example, "word_starts": self.tokenizer.word_starts(example["tokens"])}
 
