@@ -45,3 +45,15 @@ def tiny_config(**overrides):
 def make_config():
   """``make_config(**overrides) -> ConfigDict``: the tiny digits config with overrides."""
   return tiny_config
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+  """Frees a test module's compiled programs when it ends. Under pytest-xdist one worker process
+  runs many modules, and XLA:CPU executables and their buffers otherwise pile up for the whole
+  session (a worker held over 5 GB near the end of the suite; another aborted inside a step).
+  Recompiling in a later module reads the persistent compilation cache."""
+  yield
+  import gc  # pylint: disable=import-outside-toplevel
+  jax.clear_caches()
+  gc.collect()

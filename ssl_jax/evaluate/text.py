@@ -15,7 +15,8 @@ the run's initialization, the ``random_init`` baseline) and writes ``DIR/eval.js
   ``num_bytes`` (the end-of-document predictions included, as GPT-2's evaluations count them).
   Masked LM: the mean over masked tokens times the split's (non-special) tokens per byte, i.e.
   the cost per byte of predicting a token from its two-sided context; comparable across
-  tokenizers, not with a causal model's.
+  tokenizers, not with a causal model's. Not reported for sentence pairs (``nsp``), whose rows
+  hold truncated sentence runs.
 * ``docstring_task``: the downstream task of :func:`ssl_jax.data.docstring_task` (a standard-library
   docstring -> its top-level package, names removed; the task's test docstrings are never in the
   pretraining corpora). Features are the encoder's mean-pooled last hidden states of the docstring
@@ -167,7 +168,9 @@ def evaluate_text_workdir(workdir: str, *, config, step: int | None = None,
     results["val_perplexity"] = math.exp(mean_nats)
     results["unigram_perplexity"] = math.exp(s["unigram_sum"] / s["count"])
     results["val_accuracy"] = s["correct"] / s["count"]
-    if config.method in CAUSAL_METHODS:
+    if not hasattr(val, "num_bytes"):
+      pass  # sentence pairs (nsp) hold truncated sentence runs: no byte count to divide by
+    elif config.method in CAUSAL_METHODS:
       results["bits_per_byte"] = s["ce_sum"] / math.log(2) / val.num_bytes
     else:
       arrays = val.arrays()
