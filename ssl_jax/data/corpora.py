@@ -70,6 +70,8 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from ssl_jax.data.sources import not_prepared_error
+
 TEXT_CORPORA = ("pydoc", "pystdlib", "text:<path-or-glob>", "tfds:<name>[:<config>]")
 """Valid corpus names for :func:`load_corpus`."""
 
@@ -472,11 +474,7 @@ def open_tfds(name: str, tfds_name: str, split: str, data_dir: str | None) -> An
   except ValueError as e:
     raise ValueError(f"{name}: cannot read split {split!r}: {e}") from e
   except (NotImplementedError, FileNotFoundError, AssertionError, OSError) as e:
-    where = data_dir or "the default TFDS data_dir"
-    raise FileNotFoundError(
-        f"{name}: no ArrayRecord data for {tfds_name!r} in {where} (not prepared, or prepared in "
-        f"another file format). Prepare it with `tfds build {tfds_name} "
-        f"--file_format=array_record --data_dir=...` (TFDS's error: {e})") from e
+    raise not_prepared_error(name, tfds_name, data_dir, e) from e
 
 
 def _tfds(name: str, spec: str, split: str, data_dir: str | None, text_key: str) -> TextCorpus:

@@ -91,13 +91,7 @@ class Source:
     return [self._read(i) for i in indices]
 
   def _index(self, index: Any) -> int:
-    n = len(self)
-    i = int(index)
-    if i < 0:
-      i += n
-    if not 0 <= i < n:
-      raise IndexError(f"index {index} out of range for {self!r}")
-    return i
+    return check_index(index, self)
 
   def _example(self, image: np.ndarray, label: int) -> Example:
     if self.image_size is not None:
@@ -205,11 +199,7 @@ class TfdsSource(Source):
     except ValueError as e:
       raise ValueError(f"{name}: cannot read split {split!r}: {e}") from e
     except (NotImplementedError, FileNotFoundError, AssertionError, OSError) as e:
-      where = data_dir or "the default TFDS data_dir"
-      raise FileNotFoundError(
-          f"{name}: no ArrayRecord data for {tfds_name!r} in {where} (not prepared, or prepared "
-          f"in another file format). Prepare it with `tfds build {tfds_name} "
-          f"--file_format=array_record --data_dir=...` (TFDS's error: {e})") from e
+      raise not_prepared_error(name, tfds_name, data_dir, e) from e
     features = self._ds.dataset_info.features
     missing = [k for k in (image_key, label_key) if k not in features]
     if missing:
@@ -248,6 +238,27 @@ class TfdsSource(Source):
     if not self._batched_reads:  # Only under tfds.testing.mock_data: see _has_unbound_getitems.
       return [self._read(i) for i in indices]
     return [self._convert(r) for r in self._ds.__getitems__(list(indices))]
+
+
+def check_index(index: Any, source: Any) -> int:
+  """``index`` as a position in ``source`` (negative counts from the end); IndexError outside."""
+  n = len(source)
+  i = int(index)
+  if i < 0:
+    i += n
+  if not 0 <= i < n:
+    raise IndexError(f"index {index} out of range for {source!r}")
+  return i
+
+
+def not_prepared_error(name: str, tfds_name: str, data_dir: str | None,
+                       error: Exception) -> FileNotFoundError:
+  """The error for a TFDS dataset with no ArrayRecord data, saying how to prepare it."""
+  where = data_dir or "the default TFDS data_dir"
+  return FileNotFoundError(
+      f"{name}: no ArrayRecord data for {tfds_name!r} in {where} (not prepared, or prepared in "
+      f"another file format). Prepare it with `tfds build {tfds_name} "
+      f"--file_format=array_record --data_dir=...` (TFDS's error: {error})")
 
 
 def _has_unbound_getitems(ds: Any) -> bool:

@@ -42,6 +42,7 @@ from ssl_jax.data.corpora import (DEFAULT_MIN_PER_CLASS, DOCSTRING_TASK_PACKAGES
                                   TextCorpus, docstring_halves, docstring_task,
                                   docstring_task_names, docstring_task_sources, documents_sha256,
                                   load_corpus, split_of)
+from ssl_jax.data.sources import check_index
 from ssl_jax.data.tokenizer import Tokenizer
 
 __all__ = [
@@ -74,13 +75,7 @@ class _RowSource:
     return int(next(iter(self._arrays.values())).shape[0])
 
   def _index(self, index: Any) -> int:
-    n = len(self)
-    i = int(index)
-    if i < 0:
-      i += n
-    if not 0 <= i < n:
-      raise IndexError(f"index {index} out of range for {self!r}")
-    return i
+    return check_index(index, self)
 
   def __getitem__(self, index: int) -> Example:
     i = self._index(index)
