@@ -62,6 +62,7 @@ from ssl_jax.models.nnx_utils import Bundle, Networks
 from ssl_jax.train import optim
 from ssl_jax.train.checkpoint import Checkpointer
 from ssl_jax.train.logging import MetricsLogger
+from ssl_jax.train.loop import resume
 from ssl_jax.train.parallel import Engine
 from ssl_jax.train.preprocess import make_view_preprocess
 from ssl_jax.train.state import TrainState
@@ -252,10 +253,7 @@ def finetune_run(workdir: str, *, source: str = "ssl", step: int | None = None,
                       every_steps=ft.checkpoint_every, async_save=False)
   try:
     if ckpt.latest_step() is not None:
-      restored, data_state = ckpt.restore(engine.global_state(state))
-      state = engine.place_state(restored) if config.parallel == "pmap" else restored
-      if data_state is not None:
-        iterator.set_state(data_state)
+      state = resume(ckpt, engine, state, iterator)
       logger.message(f"Fine-tuning resumed from step {ckpt.latest_step()} in {ckpt.directory}")
     start = int(jax.device_get(engine.global_state(state).step))
     for i in range(start, ft.steps):

@@ -219,10 +219,7 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
     state = _init_encoder_from(config, engine, state, getattr(source, "image_shape", None))
     logger.message(f"Encoder initialized from {config.init_from}")
   if ckpt.latest_step() is not None:
-    restored, data_state = ckpt.restore(engine.global_state(state))
-    state = engine.place_state(restored) if config.parallel == "pmap" else restored
-    if data_state is not None:
-      iterator.set_state(data_state)
+    state = resume(ckpt, engine, state, iterator)
     logger.message(f"Resumed from step {int(engine.global_state(state).step)} in {ckpt.directory}")
 
   start = int(jax.device_get(engine.global_state(state).step))
@@ -269,6 +266,16 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
     iterator.close()
     logger.close()
   return last
+
+
+def resume(ckpt: Checkpointer, engine: Engine, state, iterator):
+  """``state`` restored from ``ckpt``'s latest step into the engine's placement, and the data
+  ``iterator`` moved to the position saved with it (pretraining and fine-tuning runs)."""
+  restored, data_state = ckpt.restore(engine.global_state(state))
+  state = engine.place_state(restored) if engine.mode == "pmap" else restored
+  if data_state is not None:
+    iterator.set_state(data_state)
+  return state
 
 
 def _init_encoder_from(config, engine, state, image_shape):
