@@ -5,9 +5,7 @@ import json
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
 
 from ssl_jax.evaluate.fewshot import (cv_select_l2, evaluate_features, label_draws,
                                       percent_counts)
@@ -15,15 +13,6 @@ from ssl_jax.evaluate.knn import knn_predict
 from ssl_jax.evaluate.linear import l2_normalize, sklearn_C
 
 C = 10
-
-
-@pytest.fixture(scope="module")
-def digits():
-  x, y = load_digits(return_X_y=True)
-  x_tr, x_te, y_tr, y_te = train_test_split(x / 16.0, y, test_size=0.3, stratify=y,
-                                            random_state=0)
-  return (x_tr.astype(np.float32), y_tr.astype(np.int32), x_te.astype(np.float32),
-          y_te.astype(np.int32))
 
 
 @pytest.fixture(scope="module")

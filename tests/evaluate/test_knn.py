@@ -3,23 +3,11 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 
 from ssl_jax.evaluate.knn import knn_predict
 
 T = 0.07
-
-
-@pytest.fixture(scope="module")
-def digits():
-  x, y = load_digits(return_X_y=True)
-  x_tr, x_te, y_tr, y_te = train_test_split(x / 16.0, y, test_size=0.3, stratify=y,
-                                            random_state=0)
-  return (x_tr.astype(np.float32), y_tr.astype(np.int32), x_te.astype(np.float32),
-          y_te.astype(np.int32))
 
 
 def sklearn_knn(x_tr, y_tr, x_te, k, temperature=T):
@@ -83,18 +71,6 @@ def test_temperature_weighting_by_hand():
   assert int(knn_predict(train, labels, test, num_classes=3, k=3, temperature=1.0)[0]) == 1
   # A tiny temperature must not overflow (weights are shifted by the top similarity).
   assert int(knn_predict(train, labels, test, num_classes=3, k=3, temperature=1e-4)[0]) == 0
-
-
-@pytest.fixture(scope="module")
-def frozen_features(digits):
-  """Features of a frozen (randomly initialized, BatchNorm in inference mode) digits CNN."""
-  from flax import nnx
-
-  from ssl_jax import models
-  enc = models.build_encoder("cnn_digits", rngs=nnx.Rngs(0))
-  fn = jax.jit(lambda x: enc(x.reshape(-1, 8, 8, 1) * 2.0 - 1.0, train=False))
-  x_tr, y_tr, x_te, y_te = digits
-  return np.asarray(fn(x_tr)), y_tr, np.asarray(fn(x_te)), y_te
 
 
 def test_matches_sklearn_on_frozen_encoder_features(frozen_features):

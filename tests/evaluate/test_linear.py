@@ -7,21 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
 
 from ssl_jax.evaluate.linear import (l2_normalize, linear_probe_fit, linear_probe_predict,
                                      select_l2, sklearn_C, stratified_split)
-
-
-@pytest.fixture(scope="module")
-def digits():
-  x, y = load_digits(return_X_y=True)
-  x_tr, x_te, y_tr, y_te = train_test_split(x / 16.0, y, test_size=0.3, stratify=y,
-                                            random_state=0)
-  return (x_tr.astype(np.float32), y_tr.astype(np.int32), x_te.astype(np.float32),
-          y_te.astype(np.int32))
 
 
 def sklearn_fit(x, y, l2, sample_weight=None):
@@ -105,18 +94,6 @@ def test_select_l2_on_digits_rejects_underfitting_penalty(digits):
   x_tr, y_tr, _, _ = digits
   best, accs = select_l2(x_tr, y_tr, num_classes=10, grid=(1e-4, 1.0))
   assert best == 1e-4 and accs[0] > accs[1] + 0.05
-
-
-@pytest.fixture(scope="module")
-def frozen_features(digits):
-  """Features of a frozen (randomly initialized, BatchNorm in inference mode) digits CNN."""
-  from flax import nnx
-
-  from ssl_jax import models
-  enc = models.build_encoder("cnn_digits", rngs=nnx.Rngs(0))
-  fn = jax.jit(lambda x: enc(x.reshape(-1, 8, 8, 1) * 2.0 - 1.0, train=False))
-  x_tr, y_tr, x_te, y_te = digits
-  return np.asarray(fn(x_tr)), y_tr, np.asarray(fn(x_te)), y_te
 
 
 def test_matches_sklearn_on_frozen_encoder_features(frozen_features):
