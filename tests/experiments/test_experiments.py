@@ -117,6 +117,17 @@ def test_simclr_cifar10_runlocal_cli_on_mock_data(tmp_path, capsys):
           "10 classes") in out
 
 
+def _pretrain_without_eval_and_check(config_arg, config, workdir, capsys) -> None:
+  """``ssl-jax pretrain --no-eval`` succeeds, checkpoints the last step and logs finite losses."""
+  code = cli.main(["pretrain", "--config", config_arg, "--workdir", str(workdir), "--quiet",
+                   "--no-eval"])
+  assert code == 0, capsys.readouterr()
+  assert sorted(os.listdir(workdir / "checkpoints")) == [str(config.total_steps)]
+  with open(workdir / "metrics.jsonl", encoding="utf-8") as f:
+    logged = [json.loads(line) for line in f if line.strip()]
+  assert logged and all(np.isfinite(m["loss"]) for m in logged)
+
+
 PAPER_RECIPES = sorted(p for p in EXPERIMENT_FILES
                        if p.stem.endswith(("_cifar10", "_imagenet")) and p.stem != "simclr_cifar10")
 
@@ -132,13 +143,7 @@ def test_paper_recipe_runlocal_pretrains_on_mock_data(path, tmp_path, capsys):
   config = load_config(config_arg)
   with tfds.testing.mock_data(num_examples=NUM_MOCK_EXAMPLES,
                               policy=tfds.testing.MockPolicy.USE_CODE):
-    code = cli.main(["pretrain", "--config", config_arg, "--workdir", str(tmp_path), "--quiet",
-                     "--no-eval"])
-  assert code == 0, capsys.readouterr()
-  assert sorted(os.listdir(tmp_path / "checkpoints")) == [str(config.total_steps)]
-  with open(tmp_path / "metrics.jsonl", encoding="utf-8") as f:
-    logged = [json.loads(line) for line in f if line.strip()]
-  assert logged and all(np.isfinite(m["loss"]) for m in logged)
+    _pretrain_without_eval_and_check(config_arg, config, tmp_path, capsys)
 
 
 TEXT_ACCELERATOR_RECIPES = ("bert_base_wikipedia", "gpt2_small_lm1b")
@@ -185,10 +190,4 @@ def test_text_accelerator_recipe_runlocal_pretrains_on_mock_data(name, tmp_path,
 
   with tfds.testing.mock_data(num_examples=NUM_MOCK_EXAMPLES,
                               as_data_source_fn=lambda builder, **_: Prose(builder)):
-    code = cli.main(["pretrain", "--config", config_arg, "--workdir", str(tmp_path), "--quiet",
-                     "--no-eval"])
-  assert code == 0, capsys.readouterr()
-  assert sorted(os.listdir(tmp_path / "checkpoints")) == [str(config.total_steps)]
-  with open(tmp_path / "metrics.jsonl", encoding="utf-8") as f:
-    logged = [json.loads(line) for line in f if line.strip()]
-  assert logged and all(np.isfinite(m["loss"]) for m in logged)
+    _pretrain_without_eval_and_check(config_arg, config, tmp_path, capsys)
