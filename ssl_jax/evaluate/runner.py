@@ -52,16 +52,28 @@ def extract_features(features_fn, images: np.ndarray, *, batch_size: int,
     x = jax.vmap(lambda im: recipe(key, im))(augment.to_float(batch))
     return features_fn(x).astype(jnp.float32)
 
-  n = len(images)
-  batch_size = min(batch_size, n)
-  out = []
+  return map_in_batches(run, images, batch_size=min(batch_size, len(images)))
+
+
+def fixed_size_batches(tree, batch_size: int):
+  """Yields ``(chunk, real)``: consecutive ``batch_size`` rows of every array of ``tree`` (all
+  with the same leading size), the last chunk padded with zeros, and its number of real rows."""
+  n = len(jax.tree.leaves(tree)[0])
   for start in range(0, n, batch_size):
-    chunk = images[start:start + batch_size]
-    pad = batch_size - len(chunk)
-    if pad:
-      chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-    out.append(np.asarray(run(chunk))[:batch_size - pad])
-  return np.concatenate(out)
+    chunk = jax.tree.map(lambda x: x[start:start + batch_size], tree)
+    real = min(batch_size, n - start)
+    if real < batch_size:
+      chunk = jax.tree.map(
+          lambda x: np.concatenate([x, np.zeros((batch_size - real, *x.shape[1:]), x.dtype)]),
+          chunk)
+    yield chunk, real
+
+
+def map_in_batches(fn, tree, *, batch_size: int) -> np.ndarray:
+  """``fn(batch) -> [batch_size, ...]`` over every row of ``tree`` in fixed-size batches (so one
+  compilation serves all), concatenated without the padding rows."""
+  return np.concatenate([np.asarray(fn(chunk))[:real]
+                         for chunk, real in fixed_size_batches(tree, batch_size)])
 
 
 class Restored(NamedTuple):

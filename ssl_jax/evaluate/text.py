@@ -42,6 +42,7 @@ import numpy as np
 
 from ssl_jax import methods
 from ssl_jax.evaluate.fewshot import evaluate_features
+from ssl_jax.evaluate.runner import fixed_size_batches, map_in_batches, restore_run
 from ssl_jax.evaluate.table import format_table
 from ssl_jax.losses.text import causal_targets, token_cross_entropy
 from ssl_jax.methods import text_common
@@ -67,24 +68,10 @@ def frame_texts(texts, tokenizer, *, seq_len: int, style: str) -> dict[str, np.n
   return {"tokens": tokens, "segment_ids": segment_ids, "positions": positions}
 
 
-def _batches(arrays: dict[str, np.ndarray], batch_size: int):
-  """Fixed-size batches (the last padded with empty rows) and the number of real rows in each."""
-  n = len(next(iter(arrays.values())))
-  for start in range(0, n, batch_size):
-    chunk = {k: v[start:start + batch_size] for k, v in arrays.items()}
-    real = len(chunk["tokens"])
-    if real < batch_size:
-      chunk = {k: np.concatenate([v, np.zeros((batch_size - real, *v.shape[1:]), v.dtype)])
-               for k, v in chunk.items()}
-    yield chunk, real
-
-
 def text_features(method, params, batch_stats, arrays, *, batch_size: int) -> np.ndarray:
   """``method.features`` over every row of ``arrays``, in fixed-size batches (one compilation)."""
-  fn = jax.jit(lambda p, s, x: method.features(p, s, x))
-  out = [np.asarray(fn(params, batch_stats, chunk))[:real]
-         for chunk, real in _batches(arrays, batch_size)]
-  return np.concatenate(out)
+  run = jax.jit(lambda p, s, x: method.features(p, s, x))
+  return map_in_batches(lambda x: run(params, batch_stats, x), arrays, batch_size=batch_size)
 
 
 def lm_scores(config, params, source, unigram_log_probs: np.ndarray, *,
@@ -130,7 +117,7 @@ def lm_scores(config, params, source, unigram_log_probs: np.ndarray, *,
     arrays["index"] = np.arange(len(source), dtype=np.int32)  # keys of the fixed mask
   keep = [k for k in arrays if k != "label"]
   total = np.zeros(4)
-  for chunk, real in _batches({k: arrays[k] for k in keep}, batch_size):
+  for chunk, real in fixed_size_batches({k: arrays[k] for k in keep}, batch_size):
     total += np.asarray(jax.device_get(sums(params, chunk, real)), np.float64)
   ce, uni, correct, count = total
   if count == 0:
@@ -151,7 +138,6 @@ def evaluate_text_workdir(workdir: str, *, config, step: int | None = None,
   ``docstring_task=False`` skips the docstring-task probes (the slowest part), keeping the
   language-model scores and the retrieval."""
   from ssl_jax import data  # pylint: disable=g-import-not-at-top
-  from ssl_jax.evaluate.runner import restore_run  # pylint: disable=g-import-not-at-top
   from ssl_jax.train.loop import load_train_source, write_json_atomic  # pylint: disable=g-import-not-at-top
 
   run = restore_run(workdir, None, step=step, config=config)
