@@ -27,7 +27,4 @@ def get_config(arg: str | None = None):
     runlocal_digits(config, proj_hidden_dim=64, proj_dim=64)
   elif arg:
     raise ValueError(f"barlow_twins_digits: unknown argument {arg!r}; valid: runlocal")
-  # RankMe / alignment / uniformity every N steps (a lax.cond) made this recipe's step abort in
-  # XLA:CPU (jax 0.10.2; not understood yet); the per-step collapse monitor stays on.
-  config.log.health_every = 0
   return config

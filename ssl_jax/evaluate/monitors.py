@@ -193,9 +193,14 @@ def health_metrics(z_a: jax.Array, z_b: jax.Array | None = None, *, axis_name: A
     raise ValueError(f"health_metrics: every must be >= 0, got {every}.")
   out = embedding_std(z_a, axis_name=axis_name)
   if every:
+    # The global batch is gathered before any conditional: collectives inside a lax.cond (taken
+    # on some steps) made a Barlow Twins step abort in XLA:CPU. Inside, plain global-batch math.
+    g_a = _all_gather(jax.lax.stop_gradient(z_a), axis_name, invariant=True)
+    g_b = None if z_b is None else _all_gather(jax.lax.stop_gradient(z_b), axis_name,
+                                               invariant=True)
+
     def expensive():
-      return {"rankme": rankme(z_a, axis_name=axis_name),
-              **alignment_uniformity(z_a, z_b, axis_name=axis_name)}
+      return {"rankme": rankme(g_a), **alignment_uniformity(g_a, g_b)}
 
     if every == 1 or step is None:
       out.update(expensive())
