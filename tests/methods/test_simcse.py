@@ -10,7 +10,9 @@ def test_one_device_equals_eight(make_text_config, text_one_vs_eight):
   text_one_vs_eight(make_text_config("simcse_pystdlib"), metric_keys=("embedding_std_ratio",))
 
 
-def test_without_dropout_the_positives_are_identical(make_text_config):
+def test_the_two_passes_differ_only_by_dropout(make_text_config):
+  """Without dropout both passes give the same encoding, so the loss is the NumPy InfoNCE of the
+  MLP output against itself for any key; with dropout the key changes the loss."""
   from ssl_jax import methods
   from ssl_jax.train.loop import example_batch_for, load_train_source
   config = make_text_config("simcse_pystdlib", **{
@@ -22,15 +24,22 @@ def test_without_dropout_the_positives_are_identical(make_text_config):
   rows = source.__getitems__(list(range(8)))
   batch = {k: np.stack([r[k] for r in rows]) for k in ("tokens", "segment_ids", "positions")}
   batch["index"] = np.arange(8, dtype=np.int32)
-  loss, _ = method.loss_fn(params, stats, mstate, batch, jax.random.key(1), axis_name=None)
-  # z_a == z_b: each positive has similarity 1; the loss is the softmax over cosines / 0.05.
-  z = method.features(params, stats, batch)
-  assert z.shape == (8, 32) and np.isfinite(loss)
-  config_drop = make_text_config("simcse_pystdlib")
-  method_drop = methods.make("simcse", config_drop)
-  loss_drop, _ = method_drop.loss_fn(params, stats, mstate, batch, jax.random.key(1),
-                                     axis_name=None)
-  assert float(loss_drop) > float(loss)  # dropout makes the positives differ
+
+  def loss(m, key):
+    return float(m.loss_fn(params, stats, mstate, batch, jax.random.key(key), axis_name=None)[0])
+
+  h = np.asarray(method.features(params, stats, batch), np.float64)
+  assert h.shape == (8, 32)
+  z = np.tanh(h @ np.asarray(params["mlp"]["kernel"]) + np.asarray(params["mlp"]["bias"]))
+  z /= np.linalg.norm(z, axis=1, keepdims=True)
+  logits = z @ z.T / config.method_kwargs.temperature
+  top = logits.max(axis=1)
+  reference = np.mean(top + np.log(np.exp(logits - top[:, None]).sum(1)) - np.diag(logits))
+  np.testing.assert_allclose([loss(method, 1), loss(method, 2)], [reference] * 2, rtol=2e-4)
+
+  method_drop = methods.make("simcse", make_text_config("simcse_pystdlib"))  # dropout 0.1
+  a, b = loss(method_drop, 1), loss(method_drop, 2)
+  assert np.isfinite(a) and abs(a - b) > 1e-3 * abs(a)
 
 
 @pytest.mark.slow
