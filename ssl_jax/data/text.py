@@ -215,8 +215,11 @@ def split_sentences(text: str) -> list[str]:
 class SentencePairSource(_RowSource):
   """BERT next-sentence-prediction pairs, built once and statically (see the module docstring).
 
-  Construction follows BERT's ``create_instances_from_document`` with one pass over the corpus
-  (``dupe_factor`` 1): walking through each document's sentences, a run of sentences is gathered
+  Construction follows BERT's ``create_instances_from_document``, with ``dupe_factor`` passes over
+  the corpus as BERT's ``create_pretraining_data.py`` makes (each pass draws new run lengths,
+  split points and negatives from the same random stream, so a small corpus yields
+  ``dupe_factor`` times as many distinct pairs; with one pass a model memorizes its fixed
+  negatives): walking through each document's sentences, a run of sentences is gathered
   until it reaches the target length (``seq_len - 3`` tokens; with probability 0.1 a random
   shorter target in ``[2, seq_len - 3]``, BERT's ``short_seq_prob``); A is its first ``k``
   sentences (``k`` uniform in ``[1, len(run) - 1]``). With probability 1/2, B is the rest of the
@@ -233,6 +236,7 @@ class SentencePairSource(_RowSource):
     tokenizer: The tokenizer.
     seq_len: ``T`` (>= 8).
     seed: Pair-construction seed.
+    dupe_factor: Passes over the corpus (BERT: 10), >= 1.
 
   Attributes:
     pairs: int64 ``[N, 6]``: ``(doc_a, a_first, a_end, doc_b, b_first, b_end)`` sentence ranges
@@ -241,8 +245,12 @@ class SentencePairSource(_RowSource):
     num_tokens: Real tokens over all rows.
   """
 
-  def __init__(self, corpus: TextCorpus, tokenizer: Tokenizer, *, seq_len: int, seed: int = 0):
+  def __init__(self, corpus: TextCorpus, tokenizer: Tokenizer, *, seq_len: int, seed: int = 0,
+               dupe_factor: int = 1):
     self.seq_len = t = _check_seq_len(seq_len, 8)
+    if isinstance(dupe_factor, bool) or not isinstance(dupe_factor, int) or dupe_factor < 1:
+      raise ValueError(f"dupe_factor must be an integer >= 1, got {dupe_factor!r}")
+    self.dupe_factor = dupe_factor
     self.name, self.split = corpus.name, corpus.split
     self.tokenizer = tokenizer
     self.seed = int(seed)
@@ -258,7 +266,7 @@ class SentencePairSource(_RowSource):
     rng = np.random.default_rng(self.seed)
     max_tokens = t - 3
     pairs = []
-    for position, doc in enumerate(usable):
+    for position, doc in [(p, d) for _ in range(dupe_factor) for p, d in enumerate(usable)]:
       sents, lens = self.sentences[doc], sent_lens[doc]
       target = int(rng.integers(2, max_tokens + 1)) if rng.random() < 0.1 else max_tokens
       i, run_start, run_len = 0, 0, 0
@@ -312,7 +320,8 @@ class SentencePairSource(_RowSource):
 
   def __repr__(self) -> str:
     return (f"SentencePairSource(name={self.name!r}, split={self.split!r}, num_pairs={len(self)}, "
-            f"seq_len={self.seq_len}, tokenizer={self.tokenizer.spec!r})")
+            f"seq_len={self.seq_len}, dupe_factor={self.dupe_factor}, "
+            f"tokenizer={self.tokenizer.spec!r})")
 
 
 def _truncate_pair(a: np.ndarray, b: np.ndarray, max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
@@ -328,8 +337,8 @@ def _truncate_pair(a: np.ndarray, b: np.ndarray, max_tokens: int) -> tuple[np.nd
 
 def load_text_source(name: str, split: str, *, tokenizer: Tokenizer, seq_len: int,
                      style: str = "bert", pairs: bool = False, data_dir: str | None = None,
-                     text_key: str = "text", seed: int = 0, pack: bool = True
-                     ) -> PackedTextSource | SentencePairSource:
+                     text_key: str = "text", seed: int = 0, pack: bool = True,
+                     dupe_factor: int = 1) -> PackedTextSource | SentencePairSource:
   """Loads a corpus split and builds its packed (or sentence-pair) source.
 
   Args:
@@ -342,6 +351,7 @@ def load_text_source(name: str, split: str, *, tokenizer: Tokenizer, seq_len: in
     data_dir: TFDS data directory (``tfds:`` only).
     text_key: TFDS text feature (``tfds:`` only).
     seed: Pair-construction seed (``pairs`` only).
+    dupe_factor: Passes over the corpus building pairs (``pairs`` only; BERT: 10).
     pack: False: one document per row (see :class:`PackedTextSource`).
 
   Returns:
@@ -354,5 +364,6 @@ def load_text_source(name: str, split: str, *, tokenizer: Tokenizer, seq_len: in
   """
   corpus = load_corpus(name, split, data_dir=data_dir, text_key=text_key)
   if pairs:
-    return SentencePairSource(corpus, tokenizer, seq_len=seq_len, seed=seed)
+    return SentencePairSource(corpus, tokenizer, seq_len=seq_len, seed=seed,
+                              dupe_factor=dupe_factor)
   return PackedTextSource(corpus, tokenizer, seq_len=seq_len, style=style, pack=pack)

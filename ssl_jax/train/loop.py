@@ -154,15 +154,19 @@ def example_batch_for(config, source) -> dict:
 def load_train_source(config, split: str | None = None):
   """The run's data source for ``split`` (default ``config.train_split``): images by dataset
   name, or, for a language method, the corpus's packed rows (or sentence pairs) in the run's
-  tokenization (:mod:`ssl_jax.methods.text_common`)."""
+  tokenization (:mod:`ssl_jax.methods.text_common`). Sentence pairs of the training split are
+  built with the method's ``dupe_factor`` passes over the corpus; other splits with one."""
   split = split or config.train_split
   if methods.modality(config.method) == "text":
     from ssl_jax.data import load_text_source  # pylint: disable=g-import-not-at-top
     from ssl_jax.methods import text_common  # pylint: disable=g-import-not-at-top
     tokenizer = text_common.tokenizer_for(config)
+    data = dict(methods.get_module(config.method).DATA)
+    if data.get("pairs") and split == config.train_split:
+      data["dupe_factor"] = config.method_kwargs.get("dupe_factor", 1)
     source = load_text_source(config.dataset, split, tokenizer=tokenizer,
                               seq_len=config.text.seq_len, data_dir=config.data_dir or None,
-                              seed=config.seed, **methods.get_module(config.method).DATA)
+                              seed=config.seed, **data)
     if config.method_kwargs.get("whole_word", False):
       source = text_common.WordStarts(source, tokenizer)
     return source

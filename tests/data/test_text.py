@@ -236,6 +236,22 @@ def test_pairs_statistics_and_next_sentences(pairs, tok):
   np.testing.assert_array_equal(again.arrays()["tokens"], src.arrays()["tokens"])
 
 
+def test_dupe_factor_adds_passes_with_new_pairs(pairs, tok):
+  """BERT's dupe_factor: the first pass is the one-pass source; later passes draw new split
+  points and negatives, so nearly every added pair is new."""
+  corpus, one = pairs
+  three = SentencePairSource(corpus, tok, seq_len=128, seed=0, dupe_factor=3)
+  assert three.dupe_factor == 3 and 2.7 * len(one) < len(three) < 3.3 * len(one)
+  np.testing.assert_array_equal(three.pairs[:len(one)], one.pairs)
+  np.testing.assert_array_equal(three.arrays()["tokens"][:len(one)], one.arrays()["tokens"])
+  distinct = {row.tobytes() for row in three.arrays()["tokens"]}
+  assert len(distinct) > 2.2 * len(one)  # measured 3,912 of 4,758 (short documents repeat)
+  assert abs(three.arrays()["is_next"].mean() - 0.5) < 0.03
+  for bad in (0, 1.5, True):
+    with pytest.raises(ValueError, match="dupe_factor must be an integer >= 1"):
+      SentencePairSource(corpus, tok, seq_len=128, dupe_factor=bad)
+
+
 def test_pairs_through_iterator_and_pickle(pairs):
   _, src = pairs
   batch = next(make_iterator(src, global_batch_size=16, seed=0, process_index=0,

@@ -23,8 +23,9 @@ def test_masked_lm_half_learns_on_pydoc_pairs(make_text_config, tmp_path):
   last = pretrain(config, str(tmp_path))
   print(last)
   # The masked-LM half learns under the joint objective; the NSP head does not in a run this
-  # short (measured: accuracy 0.5, a constant prediction, after 200 steps of this 2-layer model),
-  # so its loss is only required to stay at or below chance.
+  # short (measured: accuracy 0.5, a constant prediction, after 200 steps of this 2-layer model;
+  # on held-out pydoc pairs it stays at chance even after 800 steps of the recipe's model, see the
+  # README), so its loss is only required to stay at or below chance.
   assert last["nsp_loss"] < np.log(2) + 0.05
   results = evaluate_text_workdir(str(tmp_path), config=config, print_table=False,
                                   docstring_task=False)
