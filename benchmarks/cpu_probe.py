@@ -21,11 +21,11 @@ inside whatever runs beside them, so the table lists them apart, without a rate.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import collections
 import glob
 import gzip
+import importlib.util
+import json
 import math
 import os
 import re
@@ -135,7 +135,8 @@ def profile_table(hlo: str, trace_dir: str) -> str:
   for key, (us, flops, count) in sorted(gemm.items(), key=lambda kv: -kv[1][0]):
     rows.append(f"| {' | '.join(key[:2])} | [{key[2]}] | [{key[3]}] | {key[4]} | {count} | "
                 f"{us / 1e3:.1f} | {100 * us / total:.1f} | {flops / us / 1e3:.1f} |")
-  rows += ["", "| other ops (by fusion kind) | count | ms | % of op time |", "| --- | --- | --- | --- |"]
+  rows += ["", "| other ops (by fusion kind) | count | ms | % of op time |",
+           "| --- | --- | --- | --- |"]
   for name, (us, count) in sorted(other.items(), key=lambda kv: -kv[1][0])[:15]:
     rows.append(f"| {name} | {count} | {us / 1e3:.1f} | {100 * us / total:.1f} |")
   return "\n".join(rows)

@@ -217,9 +217,9 @@ class SentencePairSource(_RowSource):
 
   Construction follows BERT's ``create_instances_from_document``, with ``dupe_factor`` passes over
   the corpus as BERT's ``create_pretraining_data.py`` makes (each pass draws new run lengths,
-  split points and negatives from the same random stream, so a small corpus yields
-  ``dupe_factor`` times as many distinct pairs; with one pass a model memorizes its fixed
-  negatives): walking through each document's sentences, a run of sentences is gathered
+  split points and negatives from the same random stream, so a small corpus yields about
+  ``dupe_factor`` times as many pairs, most of them new; with one pass a model memorizes its
+  fixed negatives): walking through each document's sentences, a run of sentences is gathered
   until it reaches the target length (``seq_len - 3`` tokens; with probability 0.1 a random
   shorter target in ``[2, seq_len - 3]``, BERT's ``short_seq_prob``); A is its first ``k``
   sentences (``k`` uniform in ``[1, len(run) - 1]``). With probability 1/2, B is the rest of the

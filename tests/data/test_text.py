@@ -238,7 +238,7 @@ def test_pairs_statistics_and_next_sentences(pairs, tok):
 
 def test_dupe_factor_adds_passes_with_new_pairs(pairs, tok):
   """BERT's dupe_factor: the first pass is the one-pass source; later passes draw new split
-  points and negatives, so nearly every added pair is new."""
+  points and negatives, so most added pairs are new."""
   corpus, one = pairs
   three = SentencePairSource(corpus, tok, seq_len=128, seed=0, dupe_factor=3)
   assert three.dupe_factor == 3 and 2.7 * len(one) < len(three) < 3.3 * len(one)
