@@ -61,8 +61,9 @@ def _jax_functions(model: str, batch: int):
   return jax.jit(loss), jax.jit(jax.grad(loss)), params, x, net
 
 
-def jax_probe(model: str, batch: int, repeats: int) -> dict:
-  fwd, grad, params, x, net = _jax_functions(model, batch)
+def jax_probe(built, batch: int, repeats: int) -> dict:
+  """Best-of-``repeats`` forward and forward + backward times of :func:`_jax_functions`."""
+  fwd, grad, params, x, net = built
   t_f = _best(lambda: jax.block_until_ready(fwd(params, x)), repeats)
   t_g = _best(lambda: jax.block_until_ready(grad(params, x)), repeats)
   f = flops.network_forward_flops(net, (32, 32)) * batch
@@ -142,9 +143,10 @@ def profile_table(hlo: str, trace_dir: str) -> str:
   return "\n".join(rows)
 
 
-def jax_profile(model: str, batch: int, trace_dir: str) -> str:
-  """Traces one forward + backward of the encoder and returns :func:`profile_table`."""
-  _, grad, params, x, _ = _jax_functions(model, batch)
+def jax_profile(built, trace_dir: str) -> str:
+  """Traces one forward + backward of :func:`_jax_functions` and returns
+  :func:`profile_table`."""
+  _, grad, params, x, _ = built
   jax.block_until_ready(grad(params, x))
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
     jax.block_until_ready(grad(params, x))
@@ -194,7 +196,8 @@ def main() -> None:
   common = {"model": args.model, "batch": args.batch, "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "threads": peak.cpu_threads(), "peak_gflops": round(m["peak_flops_per_s"] / 1e9, 1),
             "jax": jax.__version__}
-  rec = jax_probe(args.model, args.batch, args.repeats)
+  built = _jax_functions(args.model, args.batch)  # one build and compilation for both uses
+  rec = jax_probe(built, args.batch, args.repeats)
   rec["fwd_bwd_mfu"] = round(rec["fwd_bwd_gflops"] / common["peak_gflops"], 3)
   print(json.dumps({**common, **rec, "load_1m": round(os.getloadavg()[0], 2)}), flush=True)
   if not args.no_torch:
@@ -206,7 +209,7 @@ def main() -> None:
       t["fwd_bwd_mfu"] = round(t["fwd_bwd_gflops"] / common["peak_gflops"], 3)
       print(json.dumps({**common, **t, "load_1m": round(os.getloadavg()[0], 2)}), flush=True)
   if args.profile:
-    print(jax_profile(args.model, args.batch, args.profile), flush=True)
+    print(jax_profile(built, args.profile), flush=True)
 
 
 if __name__ == "__main__":
