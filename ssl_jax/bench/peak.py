@@ -3,6 +3,8 @@
 * CPU: measured in the same run as the best of a large float32 matrix product in XLA
   (``jnp.dot`` under ``jit``) and in NumPy (its BLAS); both use every core the process may run on.
   This is an *attainable* peak of the machine as loaded at that moment, not a datasheet number.
+  It is the peak of the whole host (``peak_scope: "host"``): JAX CPU devices of one process
+  (``--cpu-devices``) share those cores, so MFU divides by it once per process, not per device.
 * GPU/TPU: the vendor's dense (no sparsity) bfloat16 peak of the detected ``device_kind``, per
   chip (:data:`PEAK_BF16_TFLOPS`). A float32 run on a GPU is still divided by the bf16 peak (the
   peak the hardware offers for the step), which is the usual MFU convention.
@@ -91,7 +93,8 @@ def measure_matmul_peak(n: int = 2048, repeats: int = 5) -> dict:
 
 
 def device_peak(*, cpu_matmul_n: int = 2048) -> dict:
-  """``{"device", "backend", "peak_flops_per_s", "peak_source", ...}`` for ``jax.devices()[0]``.
+  """``{"device", "backend", "peak_scope", "peak_flops_per_s", "peak_source", ...}`` for
+  ``jax.devices()[0]``.
 
   On CPU the matmul is measured now (see :func:`measure_matmul_peak`); elsewhere the table is
   used (``peak_flops_per_s`` is None for a device kind missing from it: MFU is then not reported).
@@ -100,13 +103,13 @@ def device_peak(*, cpu_matmul_n: int = 2048) -> dict:
   out = {"device": device.device_kind, "backend": jax.default_backend()}
   if out["backend"] == "cpu":
     m = measure_matmul_peak(cpu_matmul_n)
-    out.update(peak_flops_per_s=m["peak_flops_per_s"], peak_source="measured float32 matmul "
+    out.update(peak_scope="host", peak_flops_per_s=m["peak_flops_per_s"], peak_source="measured float32 matmul "
                f"n={m['n']}: XLA {m['xla_flops_per_s'] / 1e9:.1f}, NumPy "
                f"{m['numpy_flops_per_s'] / 1e9:.1f} GFLOP/s",
                xla_matmul_flops_per_s=m["xla_flops_per_s"],
                numpy_matmul_flops_per_s=m["numpy_flops_per_s"], cpu_threads=cpu_threads())
   else:
-    out.update(peak_flops_per_s=lookup_peak_flops(device.device_kind),
+    out.update(peak_scope="device", peak_flops_per_s=lookup_peak_flops(device.device_kind),
                peak_source="datasheet dense bf16 (ssl_jax.bench.peak.PEAK_BF16_TFLOPS)")
   return out
 
@@ -121,3 +124,13 @@ def mfu(model_flops: float | None, step_s: float, peak_flops_per_s: float | None
   if not peak_flops_per_s or not model_flops or step_s <= 0:
     return None
   return model_flops / step_s / (num_devices * peak_flops_per_s)
+
+
+def peak_units(peak: dict, num_devices: int) -> int:
+  """How many times ``peak["peak_flops_per_s"]`` the run had: per device on GPU/TPU, once per
+  process (host) on CPU, whose devices share the cores the peak was measured on.
+
+  >>> peak_units({"peak_scope": "device"}, 8), peak_units({"peak_scope": "host"}, 8)
+  (8, 1)
+  """
+  return jax.process_count() if peak.get("peak_scope") == "host" else num_devices
