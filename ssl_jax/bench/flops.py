@@ -112,34 +112,55 @@ def _small_cnn(net: SmallCNN, hw: Sequence[int], cp: bool) -> int:
 
 def text_forward_flops(net, seq_len: int) -> int:
   """Forward FLOPs per row of ``seq_len`` tokens of a text :class:`~ssl_jax.models.text.
-  Transformer` (embedding lookups are free; attention over the full ``T x T``, as computed,
-  whatever the packing mask)."""
+  Transformer`'s blocks (embedding lookups are free; attention over the full ``T x T``, as
+  computed, whatever the packing mask; the pooler and output layer are counted by the methods
+  that run them)."""
   per_token = 0
   for blk in net.blocks:
     per_token += sum(linear_flops(layer) for layer in (blk.attn.qkv, blk.attn.out, blk.fc1,
                                                        blk.fc2))
-  total = seq_len * per_token + len(net.blocks) * 2 * 2 * seq_len * seq_len * net.width
-  if net.pooler is not None:
-    total += linear_flops(net.pooler)
-  return total
+  return seq_len * per_token + len(net.blocks) * 2 * 2 * seq_len * seq_len * net.width
 
 
-def _mlm_step_flops(config, batch: int) -> dict:
-  """MLM (``ssl_jax.methods.mlm``): the encoder on every token, the head (dense + tied vocabulary
-  projection) on ``max_predictions`` positions per row; the pooler is not run."""
-  from ssl_jax.methods import mlm, text_common  # pylint: disable=import-outside-toplevel
+def _text_step_flops(config, batch: int) -> dict:
+  """The language methods, per row of ``seq_len`` tokens (forward passes as run):
+
+  * ``mlm``: the encoder on every token; the head (dense + tied vocabulary projection) on the
+    ``max_predictions`` gathered positions; no pooler.
+  * ``nsp``: ``mlm`` plus the pooler and the 2-way classifier on the ``[CLS]`` token.
+  * ``clm``: the decoder on every token and the tied output layer on every position.
+  * ``simcse``: two passes of the encoder (two dropout masks) and of the optional MLP.
+  """
+  # pylint: disable=import-outside-toplevel
+  from ssl_jax.methods import clm, mlm, simcse, text_common
   tokenizer = text_common.tokenizer_for(config)
-  nets = mlm.build_networks(config, tokenizer)
-  bundle = _abstract_bundle(nets)
-  enc, head = bundle.encoder, bundle.mlm_head
-  t, p = config.text.seq_len, mlm.max_predictions(config)
-  encoder = text_forward_flops(enc, t) - (linear_flops(enc.pooler) if enc.pooler is not None
-                                          else 0)
-  mlm_head = p * (linear_flops(head.dense) + 2 * enc.width * enc.vocab_size)
-  trained = batch * (encoder + mlm_head)
-  return {"forward_per_example": {"encoder": encoder, "mlm_head": mlm_head},
-          "trained_forward": trained, "teacher_forward": 0, "model_flops": 3 * trained,
-          "tokens_per_example": t}
+  method, t = config.method, config.text.seq_len
+  if method not in ("mlm", "nsp", "clm", "simcse"):
+    raise ValueError(f"No FLOPs formula for text method {method!r}.")
+  builders = {"mlm": lambda: mlm.build_networks(config, tokenizer),
+              "nsp": lambda: mlm.build_networks(config, tokenizer, nsp=True),
+              "clm": lambda: clm.build_networks(config, tokenizer),
+              "simcse": lambda: simcse.build_networks(config, tokenizer)}
+  bundle = _abstract_bundle(builders[method]())
+  enc = bundle.encoder
+  vocab_projection = 2 * enc.width * enc.vocab_size  # per position
+  parts = {"encoder": text_forward_flops(enc, t)}
+  passes = 1
+  if method in ("mlm", "nsp"):
+    parts["mlm_head"] = mlm.max_predictions(config) * (linear_flops(bundle.mlm_head.dense)
+                                                       + vocab_projection)
+  if method == "nsp":
+    parts["pooler"] = linear_flops(enc.pooler)
+    parts["nsp_head"] = linear_flops(bundle.nsp_head.fc)
+  if method == "clm":
+    parts["lm_head"] = t * vocab_projection
+  if method == "simcse":
+    passes = 2
+    if getattr(bundle, "mlp", None) is not None:
+      parts["mlp"] = linear_flops(bundle.mlp)
+  trained = batch * passes * sum(parts.values())
+  return {"forward_per_example": parts, "passes": passes, "trained_forward": trained,
+          "teacher_forward": 0, "model_flops": 3 * trained, "tokens_per_example": t}
 
 
 def _dense_stack(module: nnx.Module) -> int:
@@ -226,9 +247,7 @@ def method_step_flops(config, view_hw: Sequence[int], *, batch_size: int | None 
   from ssl_jax import methods  # pylint: disable=import-outside-toplevel
   batch = config.batch_size if batch_size is None else batch_size
   if methods.modality(config.method) == "text":
-    if config.method != "mlm":
-      raise ValueError(f"No FLOPs formula for text method {config.method!r} (only mlm).")
-    return _mlm_step_flops(config, batch)
+    return _text_step_flops(config, batch)
   trained, teachers = _networks(config.method, config)
   per_example, totals = {}, {"trained": 0, "teacher": 0}
   for kind, group in (("trained", trained), ("teacher", teachers)):

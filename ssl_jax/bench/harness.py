@@ -329,9 +329,9 @@ def measure_pipeline(config, *, steps: int = 10, repeats: int = 3, data: str = "
 # -- suites ----------------------------------------------------------------------------------
 
 
-def _experiment(name: str, arg: str | None = None):
+def _experiment(name: str, arg: str | None = None, overrides=()):
   path = os.path.join(repo_root(), "experiments", f"{name}.py")
-  return config_lib.load_config(f"{path}:{arg}" if arg else path)
+  return config_lib.load_config(f"{path}:{arg}" if arg else path, list(overrides))
 
 
 def vs_pytorch_configs(*, batch_size: int, dtype: str, text: bool = True) -> dict:
@@ -426,7 +426,8 @@ def methods_configs(*, batch_size: int, dtype: str, encoder: str | None,
                     names: Iterable[str] | None = None) -> dict:
   """``{method: config}``: each registered image method's CIFAR-10 experiment (its views, heads
   and optimizer; ``encoder`` overrides its encoder), each language method's CPU-corpus experiment
-  (``experiments/<method>_pydoc.py`` or ``_pystdlib.py``; methods without one are left out)."""
+  (``experiments/<method>_pydoc.py`` or ``_pystdlib.py``; a method without one, ``nsp``, runs the
+  ``mlm_pydoc`` recipe switched to it, as the README runs it)."""
   from ssl_jax import methods  # pylint: disable=import-outside-toplevel
   out = {}
   for name in (names or methods.METHODS):
@@ -434,9 +435,8 @@ def methods_configs(*, batch_size: int, dtype: str, encoder: str | None,
     if methods.modality(name) == "text":
       found = [f"{name}_{corpus}" for corpus in ("pydoc", "pystdlib") if os.path.exists(
           os.path.join(repo_root(), "experiments", f"{name}_{corpus}.py"))]
-      if not found:
-        continue
-      c = _experiment(found[0])
+      c = _experiment(found[0]) if found else _experiment("mlm_pydoc",
+                                                          overrides=[("method", name)])
     else:
       c = _experiment(f"{name}_cifar10")
       if encoder:
