@@ -1,6 +1,7 @@
 """Where a CPU step's time goes: the encoder alone, forward and forward + backward, JAX vs PyTorch.
 
   XLA_FLAGS=... python benchmarks/cpu_probe.py --model vit_tiny4|resnet18 [--batch 128]
+  python benchmarks/cpu_probe.py --model resnet18 --no-torch --cpu-devices 2
   python benchmarks/cpu_probe.py --model vit_tiny4 --no-torch --profile /tmp/vit_trace
 
 Prints one JSON line per framework with the best-of-``--repeats`` times and GFLOP/s (analytic
@@ -34,6 +35,8 @@ import time
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ssl_jax import models
 from ssl_jax.bench import flops, peak
@@ -50,13 +53,16 @@ def _best(fn, repeats: int) -> float:
 
 
 def _jax_functions(model: str, batch: int):
-  """``(forward, forward + backward, params, x, net)`` of the encoder, jitted."""
+  """``(forward, forward + backward, params, x, net)`` of the encoder, jitted; with several
+  (CPU) devices the batch is split over them and the parameters replicated (data parallel)."""
   if model == "vit_tiny4":
     net = models.build_encoder("vit_tiny", rngs=nnx.Rngs(0), patch_size=4, image_size=32)
   else:
     net = models.build_encoder("resnet18", rngs=nnx.Rngs(0), stem="cifar")
   graphdef, params, rest = nnx.split(net, nnx.Param, ...)
-  x = jnp.ones((batch, 32, 32, 3))
+  mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
+  params, rest = jax.device_put((params, rest), NamedSharding(mesh, P()))
+  x = jax.device_put(jnp.ones((batch, 32, 32, 3)), NamedSharding(mesh, P("data")))
   loss = lambda p, x: nnx.merge(graphdef, p, rest, copy=True)(x, train=True).sum()
   return jax.jit(loss), jax.jit(jax.grad(loss)), params, x, net
 
@@ -191,9 +197,15 @@ def main() -> None:
   p.add_argument("--no-torch", action="store_true")
   p.add_argument("--profile", metavar="DIR", help="also trace one forward + backward into DIR and "
                  "print its time by matrix-product shape and by fusion kind")
+  p.add_argument("--cpu-devices", type=int, default=None, metavar="N",
+                 help="run JAX with N CPU devices, the batch split over them (as ssl-jax "
+                 "--cpu-devices)")
   args = p.parse_args()
+  if args.cpu_devices:
+    jax.config.update("jax_num_cpu_devices", args.cpu_devices)
   m = peak.measure_matmul_peak(2048)
   common = {"model": args.model, "batch": args.batch, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "devices": jax.device_count(),
             "threads": peak.cpu_threads(), "peak_gflops": round(m["peak_flops_per_s"] / 1e9, 1),
             "jax": jax.__version__}
   built = _jax_functions(args.model, args.batch)  # one build and compilation for both uses

@@ -6,6 +6,8 @@
 #   bash benchmarks/run_device.sh methods OUTDIR       # GPU methods suite, parallel modes, BERT;
 #                                                      # CPU pinned BERT, probes, flags, compile
 #   bash benchmarks/run_device.sh final OUTDIR         # GPU methods suite (all methods), CPU BERT
+#   bash benchmarks/run_device.sh cpu-devices OUTDIR   # CPU pinned: 1 vs 2 vs 4 JAX CPU devices;
+#                                                      # GPU: language methods, BERT vs PyTorch
 set -u
 part=$1; out=$2
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -65,4 +67,28 @@ elif [ "$part" = final ]; then
   taskset -c 8-15 $bench --suite methods --out "$out/methods_h100.jsonl" --batch-size 256 \
     --steps 10 --repeats 3 --warmup 2 --no-xla-cost --no-pipeline 2>&1 | grep -v Warning
   wait
+elif [ "$part" = cpu-devices ]; then
+  # The same 2 pinned cores run as 1 JAX CPU device (with the PyTorch side by side), as 2 and as 4
+  # (--cpu-devices), and as 2 without YNNPACK fusions; the GPU runs the language methods with
+  # their FLOPs formulas and the BERT side by side.
+  common=(--suite vs-pytorch --no-pipeline --batch-size 64 --steps 2 --repeats 3 --warmup 1)
+  cpu 0,1 "${common[@]}" --out "$out/cpu_pinned_vs_pytorch.jsonl" --note "$note" \
+    >/tmp/cpu_1.log 2>&1 &
+  cpu 2,3 "${common[@]}" --no-pytorch --no-xla-cost --cpu-devices 2 \
+    --out "$out/cpu_pinned_2dev.jsonl" --note "$note; --cpu-devices 2" >/tmp/cpu_2.log 2>&1 &
+  cpu 4,5 "${common[@]}" --no-pytorch --no-xla-cost --cpu-devices 4 \
+    --out "$out/cpu_pinned_4dev.jsonl" --note "$note; --cpu-devices 4" >/tmp/cpu_4.log 2>&1 &
+  XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= cpu 6,7 "${common[@]}" --models \
+    resnet18_simclr --no-pytorch --no-xla-cost --cpu-devices 2 \
+    --out "$out/cpu_pinned_2dev_no_ynn.jsonl" \
+    --note "$note; --cpu-devices 2; XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=" \
+    >/tmp/cpu_2_no_ynn.log 2>&1 &
+  taskset -c 8-15 $bench --suite methods --methods clm,nsp,simcse --out "$out/h100.jsonl" \
+    --batch-size 256 --steps 10 --repeats 3 --warmup 2 --no-xla-cost --no-pipeline 2>&1 \
+    | grep -v Warning
+  taskset -c 8-15 $bench --suite vs-pytorch --models bert_tiny_mlm --torch-compile \
+    --out "$out/h100.jsonl" --batch-size 256 --steps 20 --repeats 5 --warmup 3 --no-pipeline \
+    2>&1 | grep -v Warning
+  wait
+  tail -n 30 /tmp/cpu_*.log >"$out/cpu_logs.txt"
 fi

@@ -125,13 +125,14 @@ def peak_table(records: Sequence[dict]) -> str:
 
 def probe_table(records: Sequence[dict]) -> str:
   """Records of ``benchmarks/cpu_probe.py`` (encoder alone, forward and forward + backward)."""
-  head = ["model", "framework", "XLA_FLAGS", "batch", "fwd ms", "fwd GFLOP/s", "fwd+bwd ms",
-          "fwd+bwd GFLOP/s", "fwd+bwd / fwd", "fwd+bwd MFU", "load 1m"]
+  head = ["model", "framework", "XLA_FLAGS", "devices", "batch", "fwd ms", "fwd GFLOP/s",
+          "fwd+bwd ms", "fwd+bwd GFLOP/s", "fwd+bwd / fwd", "fwd+bwd MFU", "load 1m"]
   lines = [_row(head), _row(["---"] * len(head))]
   for r in records:
     if "fwd_bwd_ms" in r:
       lines.append(_row([r["model"], r["framework"], f"`{r['xla_flags']}`" if r["xla_flags"]
-                         else "-", str(r["batch"]), f"{r['fwd_ms']:.0f}", str(r["fwd_gflops"]),
+                         else "-", str(r.get("devices", 1)), str(r["batch"]),
+                         f"{r['fwd_ms']:.0f}", str(r["fwd_gflops"]),
                          f"{r['fwd_bwd_ms']:.0f}", str(r["fwd_bwd_gflops"]),
                          f"{r['bwd_over_fwd']:.2f}", f"{100 * r['fwd_bwd_mfu']:.0f}%",
                          f"{r['load_1m']:.1f}"]))
