@@ -201,7 +201,7 @@ def main() -> None:
                  help="run JAX with N CPU devices, the batch split over them (as ssl-jax "
                  "--cpu-devices)")
   args = p.parse_args()
-  if args.cpu_devices:
+  if args.cpu_devices is not None:
     jax.config.update("jax_num_cpu_devices", args.cpu_devices)
   m = peak.measure_matmul_peak(2048)
   common = {"model": args.model, "batch": args.batch, "xla_flags": os.environ.get("XLA_FLAGS", ""),

@@ -116,8 +116,9 @@ def _report(workdir, projection, *, embedding: bool) -> None:
 def _cpu_devices_arg(p: argparse.ArgumentParser) -> None:
   p.add_argument("--cpu-devices", "--cpu_devices", dest="cpu_devices", type=int, default=None,
                  metavar="N", help="on the CPU backend, run N JAX devices (data parallel over the "
-                 "host's cores; the batch must divide by N). On 2 cores, 2-4 devices ran the "
-                 "ResNet-18 and ViT-Tiny steps 1.1-1.4x faster than 1: benchmarks/README.md")
+                 "host's cores; the batch must divide by N). On a 2-vCPU AMD EPYC, 2 devices ran "
+                 "the ResNet-18 SimCLR step 1.35x faster than 1; on a Xeon, no faster: "
+                 "benchmarks/README.md")
 
 
 def _set_cpu_devices(n: int | None) -> None:

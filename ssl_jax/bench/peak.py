@@ -103,8 +103,9 @@ def device_peak(*, cpu_matmul_n: int = 2048) -> dict:
   out = {"device": device.device_kind, "backend": jax.default_backend()}
   if out["backend"] == "cpu":
     m = measure_matmul_peak(cpu_matmul_n)
-    out.update(peak_scope="host", peak_flops_per_s=m["peak_flops_per_s"], peak_source="measured float32 matmul "
-               f"n={m['n']}: XLA {m['xla_flops_per_s'] / 1e9:.1f}, NumPy "
+    out.update(peak_scope="host", peak_flops_per_s=m["peak_flops_per_s"],
+               peak_source=f"measured float32 matmul n={m['n']}: XLA "
+               f"{m['xla_flops_per_s'] / 1e9:.1f}, NumPy "
                f"{m['numpy_flops_per_s'] / 1e9:.1f} GFLOP/s",
                xla_matmul_flops_per_s=m["xla_flops_per_s"],
                numpy_matmul_flops_per_s=m["numpy_flops_per_s"], cpu_threads=cpu_threads())
