@@ -126,9 +126,18 @@ def check_compatible(expected: PyTree, found: PyTree, *, what: str = "checkpoint
     elif want[path] != got[path]:
       problems.append(f"  {path}: expected {want[path]}, found {got[path]}")
   if problems:
+    hint = ""
+    extra, absent = set(got) - set(want), set(want) - set(got)
+    differing = extra | absent | {p for p in want if p in got and want[p] != got[p]}
+    if all("online_probe" in p for p in differing):  # ssl_jax.evaluate.online_probe.STATE_KEY
+      how = ("the run had one, this engine has none" if extra else
+             "this engine has one, the run had none" if absent else "its class count differs")
+      hint = (f"\nOnly the online probe differs ({how}). Build the engine as pretraining does, "
+              "with online_probe_classes=probe_classes(config, source) "
+              "(ssl_jax.evaluate.online_probe), or with none for a run without a probe.")
     raise ValueError(f"The {what} does not match the model built from this config "
                      f"({len(problems)} mismatched leaves); nothing was restored:\n"
-                     + "\n".join(problems))
+                     + "\n".join(problems) + hint)
 
 
 def state_to_tree(state: TrainState) -> dict:

@@ -92,6 +92,25 @@ def test_check_compatible_reports_missing_and_extra():
   assert "b: expected (3,), missing" in msg
   assert "c: unexpected" in msg
   assert "w: expected (2, 3), found (2, 4)" in msg
+  assert "online probe" not in msg
+
+
+def test_check_compatible_says_when_only_the_online_probe_differs():
+  """A run pretrained with the online probe (the default on labeled data) restored into an engine
+  built without one: the error says how to build the engine as the run did."""
+  model = {"params": {"w": np.zeros((2, 3))}, "method_state": {}}
+  run = {"params": {"w": np.zeros((2, 3))},
+         "method_state": {"online_probe": {"params": {"w": np.zeros((3, 10))}}}}
+  with pytest.raises(ValueError, match=r"(?s)method_state/online_probe/params/w: unexpected.*"
+                     r"Only the online probe differs \(the run had one, this engine has "
+                     r"none\).*probe_classes"):
+    checkpoint.check_compatible(model, run)
+  with pytest.raises(ValueError, match="this engine has one, the run had none"):
+    checkpoint.check_compatible(run, model)
+  other = {"params": {"w": np.zeros((2, 3))},
+           "method_state": {"online_probe": {"params": {"w": np.zeros((3, 4))}}}}
+  with pytest.raises(ValueError, match="its class count differs"):
+    checkpoint.check_compatible(other, run)
 
 
 def test_restore_tree_into_a_target_keeps_integer_keys(tmp_path):
