@@ -39,6 +39,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ssl_jax import models
+from ssl_jax.cli import set_cpu_devices
 from ssl_jax.bench import flops, peak
 
 
@@ -201,8 +202,7 @@ def main() -> None:
                  help="run JAX with N CPU devices, the batch split over them (as ssl-jax "
                  "--cpu-devices)")
   args = p.parse_args()
-  if args.cpu_devices is not None:
-    jax.config.update("jax_num_cpu_devices", args.cpu_devices)
+  set_cpu_devices(args.cpu_devices)
   m = peak.measure_matmul_peak(2048)
   common = {"model": args.model, "batch": args.batch, "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "devices": jax.device_count(),

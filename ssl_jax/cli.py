@@ -121,8 +121,9 @@ def _cpu_devices_arg(p: argparse.ArgumentParser) -> None:
                  "benchmarks/README.md")
 
 
-def _set_cpu_devices(n: int | None) -> None:
-  """``jax_num_cpu_devices = n`` (before any JAX computation initializes the CPU backend)."""
+def set_cpu_devices(n: int | None) -> None:
+  """``jax_num_cpu_devices = n`` (before any JAX computation initializes the CPU backend); None
+  leaves JAX's default. Raises ValueError for ``n < 1`` or once JAX has started."""
   if n is None:
     return
   if n < 1:
@@ -166,7 +167,7 @@ def main(argv=None) -> int:
     if args.command == "compare":
       print(_compare(args.workdirs, args.names))
       return 0
-    _set_cpu_devices(getattr(args, "cpu_devices", None))
+    set_cpu_devices(getattr(args, "cpu_devices", None))
     if args.command == "bench":
       from ssl_jax.bench import cli as bench_cli  # pylint: disable=g-import-not-at-top
       return bench_cli.main_from_args(args, overrides)

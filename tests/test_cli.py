@@ -9,7 +9,7 @@ from ssl_jax import cli
 
 def test_cpu_devices_sets_the_cpu_device_count_before_jax_starts():
   # A fresh process, as the command line runs: the option wins over the XLA flag the tests set.
-  code = ("from ssl_jax import cli; cli._set_cpu_devices(3); import jax; "
+  code = ("from ssl_jax import cli; cli.set_cpu_devices(3); import jax; "
           "print(jax.device_count(), jax.default_backend())")
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_force_host_platform_device_count=8")

@@ -117,18 +117,19 @@ def _shapes(tree) -> dict[str, tuple]:
 def check_compatible(expected: PyTree, found: PyTree, *, what: str = "checkpoint") -> None:
   """Raises ValueError naming every leaf whose path or shape differs between two trees."""
   want, got = _shapes(expected), _shapes(found)
-  problems = []
+  problems = {}  # path -> what differs
   for path in sorted(set(want) | set(got)):
     if path not in got:
-      problems.append(f"  {path}: expected {want[path]}, missing from the {what}")
+      problems[path] = f"expected {want[path]}, missing from the {what}"
     elif path not in want:
-      problems.append(f"  {path}: unexpected in the {what} (shape {got[path]})")
+      problems[path] = f"unexpected in the {what} (shape {got[path]})"
     elif want[path] != got[path]:
-      problems.append(f"  {path}: expected {want[path]}, found {got[path]}")
+      problems[path] = f"expected {want[path]}, found {got[path]}"
   if problems:
     hint = ""
-    extra, absent = set(got) - set(want), set(want) - set(got)
-    differing = extra | absent | {p for p in want if p in got and want[p] != got[p]}
+    differing = list(problems)
+    extra = any(p not in want for p in differing)
+    absent = any(p not in got for p in differing)
     if all("online_probe" in p for p in differing):  # ssl_jax.evaluate.online_probe.STATE_KEY
       how = ("the run had one, this engine has none" if extra else
              "this engine has one, the run had none" if absent else "its class count differs")
@@ -137,7 +138,7 @@ def check_compatible(expected: PyTree, found: PyTree, *, what: str = "checkpoint
               "(ssl_jax.evaluate.online_probe), or with none for a run without a probe.")
     raise ValueError(f"The {what} does not match the model built from this config "
                      f"({len(problems)} mismatched leaves); nothing was restored:\n"
-                     + "\n".join(problems) + hint)
+                     + "\n".join(f"  {p}: {m}" for p, m in problems.items()) + hint)
 
 
 def state_to_tree(state: TrainState) -> dict:
