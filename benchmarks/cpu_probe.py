@@ -39,7 +39,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ssl_jax import models
-from ssl_jax.cli import set_cpu_devices
+from ssl_jax.cli import reexec_with_hugepages, set_cpu_devices
 from ssl_jax.bench import flops, peak
 
 
@@ -202,9 +202,11 @@ def main() -> None:
                  help="run JAX with N CPU devices, the batch split over them (as ssl-jax "
                  "--cpu-devices)")
   args = p.parse_args()
+  reexec_with_hugepages()  # as the ssl-jax command (SSL_JAX_HUGEPAGES=0: without)
   set_cpu_devices(args.cpu_devices)
   m = peak.measure_matmul_peak(2048)
   common = {"model": args.model, "batch": args.batch, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
             "devices": jax.device_count(),
             "threads": peak.cpu_threads(), "peak_gflops": round(m["peak_flops_per_s"] / 1e9, 1),
             "jax": jax.__version__}

@@ -30,3 +30,33 @@ def test_cpu_devices_rejects_bad_values_and_a_running_backend(tmp_path, capsys):
       cli.EXIT_BAD_INPUT
   assert "--cpu-devices 2 comes too late" in capsys.readouterr().err
   assert not list(tmp_path.iterdir())
+
+
+def test_hugepage_env_adds_the_tunable_once():
+  base = {"PATH": "/bin"}
+  env = cli.hugepage_env(base)
+  assert sys.platform.startswith("linux")
+  assert env == {"PATH": "/bin", "GLIBC_TUNABLES": cli.HUGEPAGE_TUNABLE}
+  assert cli.hugepage_env(env) is None  # already set: no second restart
+  kept = cli.hugepage_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+  assert kept["GLIBC_TUNABLES"] == f"glibc.malloc.arena_max=2:{cli.HUGEPAGE_TUNABLE}"
+  # A value the user chose (even off) and the opt-out are left alone.
+  assert cli.hugepage_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None
+  assert cli.hugepage_env(dict(base, SSL_JAX_HUGEPAGES="0")) is None
+
+
+def test_reexec_with_hugepages_restarts_the_process_once_with_the_tunable():
+  # The child runs its code twice (before and after execve) in one PID; the second time the
+  # tunable is in its environment next to the user's own, and its arguments are unchanged.
+  code = ("import os, sys; from ssl_jax import cli; print('start', os.getpid(), flush=True); "
+          "cli.reexec_with_hugepages(); "
+          "print(os.getpid(), os.environ.get('GLIBC_TUNABLES'), sys.argv[1:])")
+  env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "SSL_JAX_HUGEPAGES")}
+  run = lambda env: subprocess.run([sys.executable, "-c", code, "a", "b"], env=env, text=True,
+                                   capture_output=True, check=True, timeout=120).stdout.split("\n")
+  lines = run(dict(env, GLIBC_TUNABLES="glibc.malloc.arena_max=4"))
+  assert lines[0] == lines[1] and lines[0].startswith("start ")  # printed again after execve
+  pid = lines[0].split()[1]
+  assert lines[2] == f"{pid} glibc.malloc.arena_max=4:{cli.HUGEPAGE_TUNABLE} ['a', 'b']"
+  lines = run(dict(env, SSL_JAX_HUGEPAGES="0"))
+  assert lines[0].startswith("start") and lines[1].endswith("None ['a', 'b']")

@@ -166,7 +166,8 @@ def render_results(results_dir: str) -> str:
       runs = [{"jax": records[0].get("jax"), "note": "XLA_FLAGS per row"}]
     title = f"### `{os.path.basename(path)}`"
     info = "\n".join("- " + ", ".join(f"{k}: {meta[k]}" for k in (
-        "date", "device", "jax", "torch", "suite", "note") if meta.get(k)) for meta in runs)
+        "date", "device", "jax", "torch", "suite", "glibc_tunables", "note") if meta.get(k))
+        for meta in runs)
     sections.append(title + ("\n\n" + info if info else "") + "\n\n" + markdown(records))
   return "\n".join(sections)
 

@@ -32,12 +32,13 @@ from flax import nnx
 
 from ssl_jax.models.cnn import SmallCNN
 from ssl_jax.models.conv import Conv, conv2d
+from ssl_jax.models.dense import Linear
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.resnet import ResNet
 from ssl_jax.models.vit import VisionTransformer
 
-__all__ = ["Conv", "MLPHead", "ResNet", "SmallCNN", "VisionTransformer", "build_encoder",
-           "conv2d", "encoder_names"]
+__all__ = ["Conv", "Linear", "MLPHead", "ResNet", "SmallCNN", "VisionTransformer",
+           "build_encoder", "conv2d", "encoder_names"]
 
 # name -> (constructor, fixed architecture arguments, overridable defaults).
 _ENCODERS: dict[str, tuple[Callable[..., nnx.Module], dict[str, Any], dict[str, Any]]] = {

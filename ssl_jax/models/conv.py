@@ -45,7 +45,8 @@ Choosing the implementation (decided at trace time):
 
 * ``Conv(..., impl="xla" | "custom" | "auto")`` per layer;
 * ``impl=None`` (the default) uses the process default: :func:`set_default_impl`, initially
-  ``$SSL_JAX_CONV_IMPL`` or ``"auto"``.
+  ``$SSL_JAX_CONV_IMPL`` or ``"auto"``. The dense layers of :mod:`ssl_jax.models.dense` share
+  this default (``"xla"`` turns off both custom backward passes).
 
 Limitation: the custom path is a ``jax.custom_vjp``, so forward-mode differentiation
 (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) through it raises; use ``impl="xla"`` for that.
@@ -75,13 +76,14 @@ _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 _default_impl: str = os.environ.get("SSL_JAX_CONV_IMPL", "auto")
 
 
-def _check_impl(impl: str) -> str:
+def check_impl(impl: str) -> str:
+  """``impl`` if it is one of :data:`IMPLS` (conv and dense layers), else a ``ValueError``."""
   if impl not in IMPLS:
-    raise ValueError(f"Unknown conv impl {impl!r}; valid: {', '.join(IMPLS)}.")
+    raise ValueError(f"Unknown layer impl {impl!r}; valid: {', '.join(IMPLS)}.")
   return impl
 
 
-_check_impl(_default_impl)
+check_impl(_default_impl)
 
 
 def get_default_impl() -> str:
@@ -95,7 +97,7 @@ def set_default_impl(impl: Impl) -> str:
   Takes effect for functions traced afterwards (already compiled functions keep their choice).
   """
   global _default_impl
-  previous, _default_impl = _default_impl, _check_impl(impl)
+  previous, _default_impl = _default_impl, check_impl(impl)
   return previous
 
 
@@ -164,7 +166,7 @@ def _non_overlapping(kernel_hw: Sequence[int], strides: Sequence[int], pads: Pad
 def uses_custom_vjp(impl: str | None, kernel_hw: Sequence[int], strides: Sequence[int],
                     pads: Pads) -> bool:
   """Whether :func:`conv2d` with these arguments runs the custom VJP (``None``: the default)."""
-  impl = _check_impl(_default_impl if impl is None else impl)
+  impl = check_impl(_default_impl if impl is None else impl)
   if impl == "auto":
     return jax.default_backend() == "cpu" and _non_overlapping(kernel_hw, strides, pads)
   return impl == "custom"
@@ -191,11 +193,11 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = 1,
   strides = _pair(strides, "strides")
   pads = resolve_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
   if uses_custom_vjp(impl, kernel.shape[:2], strides, pads):
-    return _custom_conv(*_vary_alike(x, kernel), strides, pads)
+    return _custom_conv(*vary_alike(x, kernel), strides, pads)
   return _xla_conv(x, kernel, strides, pads)
 
 
-def _vary_alike(*arrays: jax.Array) -> tuple[jax.Array, ...]:
+def vary_alike(*arrays: jax.Array) -> tuple[jax.Array, ...]:
   """Marks each array as varying over every manual mesh axis any of them varies over.
 
   Inside ``shard_map`` with ``check_vma=True`` (the engine's default) the kernel is replicated
@@ -342,7 +344,7 @@ class Conv(nnx.Module):
                impl: Impl | None = None, rngs: nnx.Rngs):
     kernel_size = _pair(kernel_size, "kernel_size")
     if impl is not None:
-      _check_impl(impl)
+      check_impl(impl)
     self.kernel_shape = kernel_size + (in_features, out_features)
     self.kernel = nnx.Param(kernel_init(rngs.params(), self.kernel_shape, param_dtype))
     self.bias: nnx.Param | None

@@ -37,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ssl_jax.models.dense import Linear
+
 POSITIONS = ("learned", "rotary")
 NORMS = ("pre", "post")
 
@@ -79,8 +81,8 @@ class SelfAttention(nnx.Module):
     self.num_heads = num_heads
     self.rotary_positions = rotary_positions
     self.dtype = dtype
-    self.qkv = nnx.Linear(width, 3 * width, dtype=dtype, kernel_init=_normal(0.02), rngs=rngs)
-    self.out = nnx.Linear(width, width, dtype=dtype, kernel_init=_normal(out_std), rngs=rngs)
+    self.qkv = Linear(width, 3 * width, dtype=dtype, kernel_init=_normal(0.02), rngs=rngs)
+    self.out = Linear(width, width, dtype=dtype, kernel_init=_normal(out_std), rngs=rngs)
 
   def __call__(self, x, *, mask, positions, cache=None, cache_index=None):
     b, t, d = x.shape
@@ -113,8 +115,8 @@ class Block(nnx.Module):
     eps = 1e-12 if norm == "post" else 1e-5  # BERT's and GPT-2's LayerNorm epsilons
     self.ln1 = nnx.LayerNorm(width, epsilon=eps, dtype=jnp.float32, rngs=rngs)
     self.ln2 = nnx.LayerNorm(width, epsilon=eps, dtype=jnp.float32, rngs=rngs)
-    self.fc1 = nnx.Linear(width, mlp_dim, dtype=dtype, kernel_init=_normal(0.02), rngs=rngs)
-    self.fc2 = nnx.Linear(mlp_dim, width, dtype=dtype, kernel_init=_normal(out_std), rngs=rngs)
+    self.fc1 = Linear(width, mlp_dim, dtype=dtype, kernel_init=_normal(0.02), rngs=rngs)
+    self.fc2 = Linear(mlp_dim, width, dtype=dtype, kernel_init=_normal(out_std), rngs=rngs)
 
   def _mlp(self, x):
     return self.fc2(jax.nn.gelu(self.fc1(x.astype(self.dtype)), approximate=False))
@@ -211,8 +213,7 @@ class Transformer(nnx.Module):
               rngs=rngs) for _ in range(depth)])
     self.pooler = nnx.data(None)
     if pooler:
-      self.pooler = nnx.Linear(width, width, dtype=self.dtype, kernel_init=_normal(0.02),
-                               rngs=rngs)
+      self.pooler = Linear(width, width, dtype=self.dtype, kernel_init=_normal(0.02), rngs=rngs)
 
   def embed(self, tokens, positions, type_ids, dropout_keys):
     x = self.token_embed(tokens).astype(jnp.float32)
@@ -303,7 +304,7 @@ class MLMHead(nnx.Module):
 
   def __init__(self, width: int, vocab_size: int, *, dtype: Any = jnp.float32, rngs: nnx.Rngs):
     self.dtype = jnp.dtype(dtype)
-    self.dense = nnx.Linear(width, width, dtype=self.dtype, kernel_init=_normal(0.02), rngs=rngs)
+    self.dense = Linear(width, width, dtype=self.dtype, kernel_init=_normal(0.02), rngs=rngs)
     self.norm = nnx.LayerNorm(width, epsilon=1e-12, dtype=jnp.float32, rngs=rngs)
     self.bias = nnx.Param(jnp.zeros((vocab_size,), jnp.float32))
 
@@ -316,7 +317,7 @@ class NSPHead(nnx.Module):
   """BERT's next-sentence classifier on the pooled ``[CLS]``: ``[B, D] -> [B, 2]`` (random, next)."""
 
   def __init__(self, width: int, *, dtype: Any = jnp.float32, rngs: nnx.Rngs):
-    self.fc = nnx.Linear(width, 2, dtype=dtype, kernel_init=_normal(0.02), rngs=rngs)
+    self.fc = Linear(width, 2, dtype=dtype, kernel_init=_normal(0.02), rngs=rngs)
 
   def __call__(self, pooled: jax.Array) -> jax.Array:
     return self.fc(pooled).astype(jnp.float32)

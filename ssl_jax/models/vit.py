@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from ssl_jax.models.conv import Conv, Impl
+from ssl_jax.models.dense import Linear
 
 POOLS = ("cls", "gap")
 POS_EMBEDS = ("learned", "sincos")
@@ -75,8 +76,8 @@ class Attention(nnx.Module):
     if dim % num_heads:
       raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}.")
     self.num_heads = num_heads
-    self.qkv = nnx.Linear(dim, 3 * dim, dtype=dtype, kernel_init=_xavier, rngs=rngs)
-    self.proj = nnx.Linear(dim, dim, dtype=dtype, kernel_init=_xavier, rngs=rngs)
+    self.qkv = Linear(dim, 3 * dim, dtype=dtype, kernel_init=_xavier, rngs=rngs)
+    self.proj = Linear(dim, dim, dtype=dtype, kernel_init=_xavier, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     b, t, d = x.shape
@@ -96,8 +97,8 @@ class Block(nnx.Module):
     self.norm1 = _layer_norm(dim, rngs)
     self.attn = Attention(dim, num_heads, dtype=dtype, rngs=rngs)
     self.norm2 = _layer_norm(dim, rngs)
-    self.fc1 = nnx.Linear(dim, hidden, dtype=dtype, kernel_init=_xavier, rngs=rngs)
-    self.fc2 = nnx.Linear(hidden, dim, dtype=dtype, kernel_init=_xavier, rngs=rngs)
+    self.fc1 = Linear(dim, hidden, dtype=dtype, kernel_init=_xavier, rngs=rngs)
+    self.fc2 = Linear(hidden, dim, dtype=dtype, kernel_init=_xavier, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = x + self.attn(self.norm1(x).astype(self.dtype))
@@ -171,9 +172,9 @@ class VisionTransformer(nnx.Module):
     self.blocks = nnx.List([Block(dim, num_heads, mlp_ratio=mlp_ratio, dtype=dtype, rngs=rngs)
                             for _ in range(depth)])
     self.norm = _layer_norm(dim, rngs)
-    self.head: nnx.Linear | None = nnx.data(None)
+    self.head: Linear | None = nnx.data(None)
     if num_classes is not None:
-      self.head = nnx.Linear(dim, num_classes, dtype=dtype, rngs=rngs)
+      self.head = Linear(dim, num_classes, dtype=dtype, rngs=rngs)
 
   def _pos_embed(self, grid_h: int, grid_w: int) -> tuple[jax.Array, jax.Array | None]:
     """Position embeddings ``[1, grid_h * grid_w, D]`` for the patches, and for the prefix."""
