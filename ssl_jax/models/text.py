@@ -16,9 +16,11 @@ One :class:`Transformer` serves both (``causal=False`` / ``True``):
 
 Packed sequences: ``segment_ids`` ``[B, T]`` (0 = padding) restrict attention to tokens of the same
 document, and ``positions`` restart at 0 for each document. Dropout (residual branches and
-embeddings; attention probabilities are not dropped because ``jax.nn.dot_product_attention``, which
-picks the fused kernel per backend, has no dropout) takes one PRNG key per example
-(``dropout_keys`` ``[B]``), so a result does not depend on the number of devices.
+embeddings; attention probabilities are not dropped: ``jax.nn.dot_product_attention``, which picks
+the fused kernel per backend, has no dropout) takes one PRNG key per example (``dropout_keys``
+``[B]``), so a result does not depend on the number of devices. On CPU, attention and the dense
+layers run custom backward passes (:mod:`ssl_jax.models.attention`, :mod:`ssl_jax.models.dense`);
+other backends run ``jax.nn.dot_product_attention`` and autodiff.
 
 Dtypes: parameters float32, matmuls in ``dtype`` (bfloat16 on accelerators), LayerNorm, attention
 softmax and output logits float32. ``remat=True`` rematerializes each block in the backward pass.
@@ -37,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ssl_jax.models.attention import dot_product_attention
 from ssl_jax.models.dense import Linear
 
 POSITIONS = ("learned", "rotary")
@@ -97,8 +100,8 @@ class SelfAttention(nnx.Module):
       v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype),
                                        (0, cache_index, 0, 0))
       cache = {"k": k, "v": v}
-    out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype),
-                                       mask=None if mask is None else mask[:, None])
+    out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype),
+                                mask=None if mask is None else mask[:, None])
     return self.out(out.reshape(b, t, d)), cache
 
 

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ssl_jax.models.attention import dot_product_attention
 from ssl_jax.models.conv import Conv, Impl
 from ssl_jax.models.dense import Linear
 
@@ -83,7 +84,7 @@ class Attention(nnx.Module):
     b, t, d = x.shape
     qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, d // self.num_heads)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, T, heads, head_dim]
-    out = jax.nn.dot_product_attention(q, k, v)  # float32 logits and softmax
+    out = dot_product_attention(q, k, v)  # float32 logits and softmax
     return self.proj(out.reshape(b, t, d))
 
 
