@@ -39,7 +39,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ssl_jax import models
-from ssl_jax.cli import reexec_with_hugepages, set_cpu_devices
+from ssl_jax.cli import process_glibc_tunables, reexec_with_hugepages, set_cpu_devices
 from ssl_jax.bench import flops, peak
 
 
@@ -206,7 +206,7 @@ def main() -> None:
   set_cpu_devices(args.cpu_devices)
   m = peak.measure_matmul_peak(2048)
   common = {"model": args.model, "batch": args.batch, "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+            "glibc_tunables": process_glibc_tunables(),
             "devices": jax.device_count(),
             "threads": peak.cpu_threads(), "peak_gflops": round(m["peak_flops_per_s"] / 1e9, 1),
             "jax": jax.__version__}

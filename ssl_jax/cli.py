@@ -163,23 +163,49 @@ def hugepage_env(environ: Mapping[str, str]) -> dict[str, str] | None:
   return env
 
 
+_TUNABLES_BEFORE = "SSL_JAX_GLIBC_TUNABLES_BEFORE"  # the user's value, for child processes
+_restarted_with: str | None = None  # GLIBC_TUNABLES of this process, once restarted
+
+
 def reexec_with_hugepages() -> None:
   """Restarts this process (``os.execve``: same PID, interpreter and arguments) with
   :func:`hugepage_env`'s environment, when it returns one; otherwise returns.
 
   Call it first thing in a program's entry point, before JAX starts: nothing done before the
   call survives it. ``SSL_JAX_HUGEPAGES=0`` turns it off. If the restart fails, the process goes
-  on as it is.
+  on as it is. In the restarted process the call puts the user's own ``GLIBC_TUNABLES`` back into
+  ``os.environ`` (glibc has read the tunable by then), so child processes (Grain workers, the
+  PyTorch side of ``ssl-jax bench``) start as they would have without ssl_jax;
+  :func:`process_glibc_tunables` tells what this process runs with.
   """
+  global _restarted_with
+  if _TUNABLES_BEFORE in os.environ:  # the restarted process
+    _restarted_with = os.environ.get("GLIBC_TUNABLES", "")
+    before = os.environ.pop(_TUNABLES_BEFORE)
+    if before:
+      os.environ["GLIBC_TUNABLES"] = before
+    else:
+      os.environ.pop("GLIBC_TUNABLES", None)
+    return
   env = hugepage_env(os.environ)
   if env is None or not sys.executable or not getattr(sys, "orig_argv", None):
     return
+  env[_TUNABLES_BEFORE] = os.environ.get("GLIBC_TUNABLES", "")
   sys.stdout.flush()
   sys.stderr.flush()
   try:
     os.execve(sys.executable, sys.orig_argv, env)
   except OSError:
     return
+
+
+def process_glibc_tunables() -> str:
+  """``GLIBC_TUNABLES`` as glibc read it when this process started (``""`` when unset): after
+  :func:`reexec_with_hugepages` restarted the process, the value it restarted with (``os.environ``
+  holds the user's again), else ``os.environ``'s."""
+  if _restarted_with is not None:
+    return _restarted_with
+  return os.environ.get("GLIBC_TUNABLES", "")
 
 
 def _distributed_args(p: argparse.ArgumentParser) -> None:

@@ -46,17 +46,24 @@ def test_hugepage_env_adds_the_tunable_once():
 
 
 def test_reexec_with_hugepages_restarts_the_process_once_with_the_tunable():
-  # The child runs its code twice (before and after execve) in one PID; the second time the
-  # tunable is in its environment next to the user's own, and its arguments are unchanged.
+  # The child runs its code twice (before and after execve) in one PID. The second time it
+  # started with the tunable, while os.environ, which child processes inherit, holds the user's
+  # value again; the arguments are unchanged.
   code = ("import os, sys; from ssl_jax import cli; print('start', os.getpid(), flush=True); "
-          "cli.reexec_with_hugepages(); "
-          "print(os.getpid(), os.environ.get('GLIBC_TUNABLES'), sys.argv[1:])")
+          "cli.reexec_with_hugepages(); print(os.getpid(), cli.process_glibc_tunables(), "
+          "os.environ.get('GLIBC_TUNABLES'), "
+          "sorted(k for k in os.environ if k.startswith(('SSL_JAX_HUGE', 'SSL_JAX_GLIBC'))), "
+          "sys.argv[1:])")
   env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "SSL_JAX_HUGEPAGES")}
   run = lambda env: subprocess.run([sys.executable, "-c", code, "a", "b"], env=env, text=True,
                                    capture_output=True, check=True, timeout=120).stdout.split("\n")
   lines = run(dict(env, GLIBC_TUNABLES="glibc.malloc.arena_max=4"))
   assert lines[0] == lines[1] and lines[0].startswith("start ")  # printed again after execve
   pid = lines[0].split()[1]
-  assert lines[2] == f"{pid} glibc.malloc.arena_max=4:{cli.HUGEPAGE_TUNABLE} ['a', 'b']"
-  lines = run(dict(env, SSL_JAX_HUGEPAGES="0"))
-  assert lines[0].startswith("start") and lines[1].endswith("None ['a', 'b']")
+  assert lines[2] == (f"{pid} glibc.malloc.arena_max=4:{cli.HUGEPAGE_TUNABLE} "
+                      "glibc.malloc.arena_max=4 [] ['a', 'b']")
+  lines = run(env)  # no tunables of the user's: none for child processes either
+  assert lines[2] == f"{lines[0].split()[1]} {cli.HUGEPAGE_TUNABLE} None [] ['a', 'b']"
+  lines = run(dict(env, SSL_JAX_HUGEPAGES="0"))  # opted out: no restart
+  assert lines[0].startswith("start")
+  assert lines[1].endswith(" None ['SSL_JAX_HUGEPAGES'] ['a', 'b']")

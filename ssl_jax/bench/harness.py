@@ -31,6 +31,7 @@ from typing import Any, Iterable, Sequence
 import jax
 import numpy as np
 
+from ssl_jax import cli
 from ssl_jax import config as config_lib
 from ssl_jax.bench import flops as flops_lib
 from ssl_jax.bench import peak as peak_lib
@@ -189,7 +190,7 @@ def measure_step(config, *, steps: int = 10, repeats: int = 5, warmup: int = 2,
                                  peak_lib.peak_units(peak, engine.num_devices))),
       "load_avg_1m_before": load_before, "load_avg_1m_after": load_after,
       "cpu_threads": peak_lib.cpu_threads(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-      "config": config_summary(config),
+      "glibc_tunables": cli.process_glibc_tunables(), "config": config_summary(config),
   }
   if "tokens" in host_batch:
     tokens = int(np.prod(np.shape(host_batch["tokens"])))
@@ -469,6 +470,8 @@ def run_torch_reference(spec: dict, *, steps: int, repeats: int, warmup: int,
          "--threads", str(threads)]
   proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
   records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+  for r in records:  # the environment it ran in (ssl-jax's own tunable is not passed on)
+    r.setdefault("glibc_tunables", os.environ.get("GLIBC_TUNABLES", ""))
   if proc.returncode != 0 and not records:
     return [{"benchmark": "train_step", "framework": "pytorch", "model": spec["model"],
              "error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:300]}]

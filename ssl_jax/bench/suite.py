@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import sys
 from typing import Callable, Sequence
 
@@ -70,8 +69,7 @@ def run_suite(suite: str, out: str, *, batch_sizes: Sequence[int] = (64,),
   emit({"benchmark": "run", "suite": suite, "date": datetime.datetime.now(
       datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "device": jax.devices()[0].device_kind,
         "num_devices": jax.device_count(), "jax": jax.__version__, "torch": torch_version,
-        "note": note, "argv": sys.argv[1:],
-        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")})
+        "note": note, "argv": sys.argv[1:]})
   peak = peak_lib.device_peak()
   emit({"benchmark": "peak", **peak})
   log(f"peak: {peak['peak_source']}")

@@ -52,14 +52,14 @@ def step_table(records: Sequence[dict]) -> str:
   """One row per train-step record (both frameworks)."""
   head = ["model", "framework", "device", "parallel", "batch", "dtype", "step ms (min-max)",
           "examples/s", "compile s", "model GFLOP", "MFU", "memory", "traces", "load 1m"]
-  flags = any(r.get("xla_flags") for r in records if r.get("benchmark") == "train_step")
-  if flags:
-    head.append("XLA_FLAGS")
+  steps = [r for r in records if r.get("benchmark") == "train_step"]
+  extras = [(key, name) for key, name in (("xla_flags", "XLA_FLAGS"),
+                                          ("glibc_tunables", "GLIBC_TUNABLES"))
+            if any(r.get(key) for r in steps)]
+  head += [name for _, name in extras]
   lines = [_row(head), _row(["---"] * len(head))]
-  for r in records:
-    if r.get("benchmark") != "train_step":
-      continue
-    extra = [f"`{r['xla_flags']}`" if r.get("xla_flags") else "-"] if flags else []
+  for r in steps:
+    extra = [f"`{r[key]}`" if r.get(key) else "-" for key, _ in extras]
     if "error" in r:
       lines.append(_row([r["model"], r.get("framework", "-"), "error: " + r["error"][:80]]
                         + ["-"] * (len(head) - 3)))
@@ -166,8 +166,7 @@ def render_results(results_dir: str) -> str:
       runs = [{"jax": records[0].get("jax"), "note": "XLA_FLAGS per row"}]
     title = f"### `{os.path.basename(path)}`"
     info = "\n".join("- " + ", ".join(f"{k}: {meta[k]}" for k in (
-        "date", "device", "jax", "torch", "suite", "glibc_tunables", "note") if meta.get(k))
-        for meta in runs)
+        "date", "device", "jax", "torch", "suite", "note") if meta.get(k)) for meta in runs)
     sections.append(title + ("\n\n" + info if info else "") + "\n\n" + markdown(records))
   return "\n".join(sections)
 

@@ -14,10 +14,11 @@ autodiff. Both are the same sums in the same float32 (or ``dtype``) products; th
 with autodiff.
 
 Measured on a 2-vCPU AMD EPYC (medians of interleaved runs, glibc's huge-page malloc tunable set,
-see ``ssl_jax.cli``): the 2-layer ``bert_tiny`` encoder forward + backward (batch 64 x 128 tokens)
-from 290-320 to 237-254 ms; the ViT-Tiny/4 encoder (batch 128) from 2217-2230 to 2041-2114 ms. Inputs
-with one leading axis (``[N, D]``, the MLP heads) already get ``x^T @ g`` from autodiff, so
-``impl="auto"`` uses the custom VJP only for inputs of 3 or more axes, only on the CPU backend.
+see ``ssl_jax.cli``): the 2-layer ``bert_tiny`` encoder forward + backward (batch 64 x 128
+tokens) from 290-320 to 237-254 ms; the ViT-Tiny/4 encoder (batch 128) from 2217-2230 to
+2041-2114 ms. Inputs with one leading axis (``[N, D]``, the MLP heads) already get ``x^T @ g``
+from autodiff, so ``impl="auto"`` uses the custom VJP only for inputs of 3 or more axes, only on
+the CPU backend.
 
 ``impl=None`` follows the process default shared with :mod:`ssl_jax.models.conv`
 (:func:`~ssl_jax.models.conv.set_default_impl`, ``$SSL_JAX_CONV_IMPL``): ``"xla"`` there turns
