@@ -45,8 +45,9 @@ Choosing the implementation (decided at trace time):
 
 * ``Conv(..., impl="xla" | "custom" | "auto")`` per layer;
 * ``impl=None`` (the default) uses the process default: :func:`set_default_impl`, initially
-  ``$SSL_JAX_CONV_IMPL`` or ``"auto"``. The dense layers of :mod:`ssl_jax.models.dense` share
-  this default (``"xla"`` turns off both custom backward passes).
+  ``$SSL_JAX_CONV_IMPL`` or ``"auto"``. The dense layers and attention of
+  :mod:`ssl_jax.models.dense` and :mod:`ssl_jax.models.attention` share this default (``"xla"``
+  turns off every custom backward pass).
 
 Limitation: the custom path is a ``jax.custom_vjp``, so forward-mode differentiation
 (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) through it raises; use ``impl="xla"`` for that.
