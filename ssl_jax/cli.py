@@ -144,8 +144,9 @@ def set_cpu_devices(n: int | None) -> None:
 # whole temporary buffer (382 MiB for the BERT-tiny MLM step at batch 64) on every execution, so
 # every step page-faults that buffer in again, 4 KiB at a time: ~97k faults a step. With this
 # tunable (glibc >= 2.35, read once at process start) malloc asks for transparent huge pages and
-# the faults come 2 MiB at a time. Measured on the 2-vCPU AMD EPYC: BERT-tiny MLM step 395 ->
-# 299 ms, ViT-Tiny/4 encoder forward + backward 2.80 -> 2.25 s (benchmarks/README.md).
+# the faults come 2 MiB at a time. Measured on the 2-vCPU AMD EPYC, whole train steps: BERT-tiny
+# MLM 327 -> 227 ms, ViT-Tiny/4 MoCo v3 3280 -> 2762 ms, ResNet-18 SimCLR 4801 -> 4379 ms
+# (benchmarks/README.md); PyTorch gained nothing from it.
 HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
 
 
