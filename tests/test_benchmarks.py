@@ -227,6 +227,17 @@ def test_ratio_and_markdown_tables():
   assert "| cpu (2 thr) | 100.0 | measured |" in md
 
 
+def test_step_table_shows_the_environment_columns_only_when_set():
+  records = _records()
+  assert "XLA_FLAGS" not in table.markdown(records) and "GLIBC" not in table.markdown(records)
+  records[2] = dict(records[2], glibc_tunables="glibc.malloc.hugetlb=1")
+  records[3] = dict(records[3], xla_flags="--xla_foo")
+  md = table.markdown(records)
+  assert "| load 1m | XLA_FLAGS | GLIBC_TUNABLES |" in md
+  assert "| 1.0/1.5 | - | `glibc.malloc.hugetlb=1` |" in md  # ssl_jax row
+  assert "| 1.0/1.5 | `--xla_foo` | - |" in md  # pytorch row
+
+
 def test_readme_regenerated_between_markers(tmp_path):
   results = tmp_path / "results"
   results.mkdir()
