@@ -40,10 +40,7 @@ _NEG = -0.7 * float(np.finfo(np.float32).max)  # masked logits (as jax.nn's XLA 
 
 def uses_custom_vjp(impl: str | None) -> bool:
   """Whether :func:`dot_product_attention` runs the custom VJP (``None``: the default)."""
-  impl = conv_lib.check_impl(conv_lib.get_default_impl() if impl is None else impl)
-  if impl == "auto":
-    return jax.default_backend() == "cpu"
-  return impl == "custom"
+  return conv_lib.wants_custom_vjp(impl, helps_on_cpu=True)
 
 
 def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, *,

@@ -78,7 +78,7 @@ _default_impl: str = os.environ.get("SSL_JAX_CONV_IMPL", "auto")
 
 
 def check_impl(impl: str) -> str:
-  """``impl`` if it is one of :data:`IMPLS` (conv and dense layers), else a ``ValueError``."""
+  """``impl`` if it is one of :data:`IMPLS` (conv, dense and attention), else a ``ValueError``."""
   if impl not in IMPLS:
     raise ValueError(f"Unknown layer impl {impl!r}; valid: {', '.join(IMPLS)}.")
   return impl
@@ -164,13 +164,21 @@ def _non_overlapping(kernel_hw: Sequence[int], strides: Sequence[int], pads: Pad
   return no_pad and kernel_hw[0] <= strides[0] and kernel_hw[1] <= strides[1]
 
 
+def wants_custom_vjp(impl: str | None, *, helps_on_cpu: bool) -> bool:
+  """Whether a layer with implementation ``impl`` (``None``: the process default) runs its custom
+  VJP: always for ``"custom"``, never for ``"xla"``, and for ``"auto"`` on the CPU backend where
+  ``helps_on_cpu`` (the layer's measured condition). Shared by the conv, dense and attention
+  layers."""
+  impl = check_impl(_default_impl if impl is None else impl)
+  if impl == "auto":
+    return helps_on_cpu and jax.default_backend() == "cpu"
+  return impl == "custom"
+
+
 def uses_custom_vjp(impl: str | None, kernel_hw: Sequence[int], strides: Sequence[int],
                     pads: Pads) -> bool:
   """Whether :func:`conv2d` with these arguments runs the custom VJP (``None``: the default)."""
-  impl = check_impl(_default_impl if impl is None else impl)
-  if impl == "auto":
-    return jax.default_backend() == "cpu" and _non_overlapping(kernel_hw, strides, pads)
-  return impl == "custom"
+  return wants_custom_vjp(impl, helps_on_cpu=_non_overlapping(kernel_hw, strides, pads))
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = 1,

@@ -22,7 +22,7 @@ the CPU backend.
 
 ``impl=None`` follows the process default shared with :mod:`ssl_jax.models.conv`
 (:func:`~ssl_jax.models.conv.set_default_impl`, ``$SSL_JAX_CONV_IMPL``): ``"xla"`` there turns
-off both custom backward passes. Like the convolution's, the custom path does not support
+off every custom backward pass. Like the convolution's, the custom path does not support
 forward-mode differentiation (``jax.jvp``); use ``impl="xla"`` for that.
 """
 
@@ -42,10 +42,7 @@ Impl = conv_lib.Impl
 
 def uses_custom_vjp(impl: str | None, ndim: int) -> bool:
   """Whether :func:`matmul` of an ``ndim``-axis input runs the custom VJP (``None``: default)."""
-  impl = conv_lib.check_impl(conv_lib.get_default_impl() if impl is None else impl)
-  if impl == "auto":
-    return jax.default_backend() == "cpu" and ndim >= 3
-  return impl == "custom"
+  return conv_lib.wants_custom_vjp(impl, helps_on_cpu=ndim >= 3)
 
 
 def matmul(x: jax.Array, kernel: jax.Array, *, impl: Impl | None = None,
