@@ -72,7 +72,7 @@ def test_custom_vjp_matches_autodiff(name):
   np.testing.assert_allclose(dk, dk_ref, rtol=1e-5, atol=1e-5)
 
 
-def test_custom_vjp_bfloat16_as_accurate_as_autodiff():
+def test_custom_vjp_bfloat16_as_accurate_as_autodiff(assert_bf16_as_accurate):
   """bf16 compute: the custom gradients are as close to a float32 reference as XLA's bf16 ones."""
   for name in ("1x1_stride2_odd", "3x3_stride2_odd", "patch4_ragged"):
     case = CASES[name]
@@ -83,30 +83,18 @@ def test_custom_vjp_bfloat16_as_accurate_as_autodiff():
     exact = _vjp_fn(ref_fn)(x.astype(jnp.float32), k.astype(jnp.float32), ct.astype(jnp.float32))
     xla = _vjp_fn(ref_fn)(x, k, ct)
     custom = _vjp_fn(lambda x, k: conv2d(x, k, strides, padding, impl="custom"))(x, k, ct)
-    for e, a, c in zip(exact, xla, custom):
-      assert c.dtype == jnp.bfloat16
-      err_xla = float(jnp.max(jnp.abs(a.astype(jnp.float32) - e)))
-      err_custom = float(jnp.max(jnp.abs(c.astype(jnp.float32) - e)))
-      scale = float(jnp.max(jnp.abs(e)))
-      assert err_custom <= 2 * err_xla + 1e-2 * scale, (name, err_custom, err_xla, scale)
-      assert err_custom <= 2e-2 * scale, (name, err_custom, scale)
+    assert_bf16_as_accurate(exact, xla, custom, max_rel_err=2e-2, name=name)
 
 
 @pytest.mark.parametrize("name", ["1x1_stride2_odd", "3x3_stride2_odd"])
-def test_custom_vjp_under_shard_map_with_check_vma(name):
+def test_custom_vjp_under_shard_map_with_check_vma(name, data_parallel_grad):
   """Replicated kernel, batch split over devices (the engine's shard_map, ``check_vma=True``):
   the kernel gradient of the mean loss over the global batch equals plain autodiff's."""
-  from jax.sharding import PartitionSpec as P  # pylint: disable=import-outside-toplevel
-
   case = CASES[name]
   _, _, strides, padding = case
   x, k, _ = _inputs(case)
-  mesh = jax.make_mesh((2,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
-                       devices=jax.devices()[:2])
   loss = lambda k, x, impl: jnp.mean(conv2d(x, k, strides, padding, impl=impl) ** 2)
-  per_device = lambda k, x: jax.grad(lambda k: lax.pmean(loss(k, x, "custom"), "data"))(k)
-  dk = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P("data")), out_specs=P(),
-                             check_vma=True))(k, x)
+  dk = data_parallel_grad(lambda k, x: loss(k, x, "custom"), k, x)
   np.testing.assert_allclose(dk, jax.grad(loss)(k, x, "xla"), rtol=1e-5, atol=1e-6)
 
 

@@ -6,8 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from jax import lax
-from jax.sharding import PartitionSpec as P
 
 from ssl_jax.models import conv as conv_lib
 from ssl_jax.models.dense import Linear, matmul, uses_custom_vjp
@@ -44,30 +42,22 @@ def test_custom_vjp_matches_autodiff(name):
   np.testing.assert_allclose(dx, np.asarray(ct) @ np.asarray(k).T, rtol=1e-5, atol=1e-5)
 
 
-def test_custom_vjp_bfloat16():
+def test_custom_vjp_bfloat16(assert_bf16_as_accurate):
   """bf16 operands: gradients come back in bf16 and as close to float32 as autodiff's."""
   x, k, ct = _inputs(SHAPES["3d"], dtype=jnp.bfloat16)
   exact = _vjp(lambda x, k: matmul(x, k, impl="xla"), x.astype(jnp.float32),
                k.astype(jnp.float32), ct.astype(jnp.float32))
   xla = _vjp(lambda x, k: matmul(x, k, impl="xla"), x, k, ct)
   custom = _vjp(lambda x, k: matmul(x, k, impl="custom"), x, k, ct)
-  for e, a, c in zip(exact, xla, custom):
-    assert c.dtype == jnp.bfloat16
-    err_xla = float(jnp.max(jnp.abs(a.astype(jnp.float32) - e)))
-    err_custom = float(jnp.max(jnp.abs(c.astype(jnp.float32) - e)))
-    assert err_custom <= 2 * err_xla + 1e-2 * float(jnp.max(jnp.abs(e))), (err_custom, err_xla)
+  assert_bf16_as_accurate(exact, xla, custom)
 
 
-def test_custom_vjp_under_shard_map_with_check_vma():
+def test_custom_vjp_under_shard_map_with_check_vma(data_parallel_grad):
   """Replicated kernel, tokens split over devices (the engine's shard_map, ``check_vma=True``):
   the kernel gradient of the global mean loss equals plain autodiff's."""
   x, k, _ = _inputs((4, 3, 5))
-  mesh = jax.make_mesh((2,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
-                       devices=jax.devices()[:2])
   loss = lambda k, x, impl: jnp.mean(jnp.tanh(matmul(x, k, impl=impl)) ** 2)
-  per_device = lambda k, x: jax.grad(lambda k: lax.pmean(loss(k, x, "custom"), "data"))(k)
-  dk = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P("data")), out_specs=P(),
-                             check_vma=True))(k, x)
+  dk = data_parallel_grad(lambda k, x: loss(k, x, "custom"), k, x)
   np.testing.assert_allclose(dk, jax.grad(loss)(k, x, "xla"), rtol=1e-5, atol=1e-6)
 
 
