@@ -20,6 +20,14 @@ tokens) from 290-320 to 237-254 ms; the ViT-Tiny/4 encoder (batch 128) from 2217
 from autodiff, so ``impl="auto"`` uses the custom VJP only for inputs of 3 or more axes, only on
 the CPU backend.
 
+``Linear(x, activation="gelu")`` applies the exact (erf) GELU to ``x @ W + b`` and, on the custom
+path, differentiates the bias and the GELU together (:func:`bias_gelu`): the backward pass
+recomputes ``h = y + b`` and the GELU's derivative ``Phi(h) + h phi(h)`` from the saved matmul
+output in one elementwise pass. Autodiff of ``jax.nn.gelu`` instead keeps intermediates of the
+forward pass (its ``erf`` and ``exp`` terms, each the size of ``h``), which XLA:CPU writes and
+reads back as separate loop fusions: in the BERT MLM step trace, the GELU work of the two MLPs went
+from 15 to 11 ms.
+
 ``impl=None`` follows the process default shared with :mod:`ssl_jax.models.conv`
 (:func:`~ssl_jax.models.conv.set_default_impl`, ``$SSL_JAX_CONV_IMPL``): ``"xla"`` there turns
 off every custom backward pass. Like the convolution's, the custom path does not support
@@ -32,6 +40,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax import lax
 
@@ -94,6 +103,58 @@ def _custom_matmul_bwd(precision, residuals, g):
 
 _custom_matmul.defvjp(_custom_matmul_fwd, _custom_matmul_bwd)
 
+ACTIVATIONS = (None, "gelu")
+
+
+def bias_gelu(y: jax.Array, bias: jax.Array | None, *, impl: Impl | None = None) -> jax.Array:
+  """Exact (erf) GELU of ``y [..., F] + bias [F]``, in ``y``'s dtype.
+
+  ``impl``: ``"xla"`` is ``jax.nn.gelu(y + bias, approximate=False)`` and autodiff; ``"custom"``
+  computes in float32 and recomputes the derivative from ``y`` and ``bias`` in the backward pass
+  (module docstring); ``"auto"`` / ``None`` as for :func:`matmul` (custom on CPU).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> y = jnp.array([[-1.0, 0.0, 2.0]])
+    >>> bool(jnp.allclose(bias_gelu(y, jnp.zeros(3), impl="custom"),
+    ...                   jax.nn.gelu(y, approximate=False), atol=1e-6))
+    True
+  """
+  if bias is not None and (jnp.ndim(bias) != 1 or jnp.shape(bias)[0] != jnp.shape(y)[-1]):
+    raise ValueError(f"bias_gelu expects y [..., F] and bias [F], got {jnp.shape(y)} and "
+                     f"{jnp.shape(bias)}.")
+  if not conv_lib.wants_custom_vjp(impl, helps_on_cpu=True):
+    return jax.nn.gelu(y if bias is None else y + bias, approximate=False)
+  if bias is None:
+    bias = jnp.zeros(jnp.shape(y)[-1:], jnp.result_type(y))
+  return _bias_gelu(*conv_lib.vary_alike(y, bias))
+
+
+_SQRT_HALF = np.float32(np.sqrt(0.5))
+_INV_SQRT_2PI = np.float32(1.0 / np.sqrt(2.0 * np.pi))
+
+
+@jax.custom_vjp
+def _bias_gelu(y, bias):
+  h = y.astype(jnp.float32) + bias.astype(jnp.float32)
+  return (0.5 * h * (1.0 + lax.erf(h * _SQRT_HALF))).astype(y.dtype)
+
+
+def _bias_gelu_fwd(y, bias):
+  return _bias_gelu(y, bias), (y, bias)
+
+
+def _bias_gelu_bwd(residuals, g):
+  y, bias = residuals
+  h = y.astype(jnp.float32) + bias.astype(jnp.float32)
+  slope = 0.5 * (1.0 + lax.erf(h * _SQRT_HALF)) + h * jnp.exp(-0.5 * h * h) * _INV_SQRT_2PI
+  dh = g.astype(jnp.float32) * slope
+  dbias = jnp.sum(dh.reshape(-1, dh.shape[-1]), axis=0)
+  return dh.astype(y.dtype), dbias.astype(bias.dtype)
+
+
+_bias_gelu.defvjp(_bias_gelu_fwd, _bias_gelu_bwd)
+
 
 class Linear(nnx.Linear):
   """:class:`flax.nnx.Linear` with the backward pass chosen by ``impl`` (module docstring).
@@ -116,11 +177,18 @@ class Linear(nnx.Linear):
     super().__init__(in_features, out_features, **kwargs)
     self.impl = impl
 
-  def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
+  def __call__(self, inputs: jax.Array, out_sharding=None, *,
+               activation: str | None = None) -> jax.Array:
+    """``inputs @ kernel + bias``, then ``activation`` (None or ``"gelu"``, exact erf GELU)."""
+    if activation not in ACTIVATIONS:
+      raise ValueError(f"Unknown activation {activation!r}; valid: None, gelu.")
     if (self.dot_general is not lax.dot_general or self.preferred_element_type is not None
         or out_sharding is not None or not uses_custom_vjp(self.impl, jnp.ndim(inputs))):
-      return super().__call__(inputs, out_sharding)
+      y = super().__call__(inputs, out_sharding)
+      return y if activation is None else bias_gelu(y, None, impl="xla")
     bias = self.bias[...] if self.bias is not None else None
     inputs, kernel, bias = self.promote_dtype((inputs, self.kernel[...], bias), dtype=self.dtype)
     y = matmul(inputs, kernel, impl="custom", precision=self.precision)
+    if activation == "gelu":
+      return bias_gelu(y, bias, impl="custom")
     return y if bias is None else y + bias

@@ -122,7 +122,7 @@ class Block(nnx.Module):
     self.fc2 = Linear(mlp_dim, width, dtype=dtype, kernel_init=_normal(out_std), rngs=rngs)
 
   def _mlp(self, x):
-    return self.fc2(jax.nn.gelu(self.fc1(x.astype(self.dtype)), approximate=False))
+    return self.fc2(self.fc1(x.astype(self.dtype), activation="gelu"))
 
   def __call__(self, x, *, mask, positions, dropout_keys, site, cache=None, cache_index=None):
     if self.norm == "pre":
@@ -312,7 +312,7 @@ class MLMHead(nnx.Module):
     self.bias = nnx.Param(jnp.zeros((vocab_size,), jnp.float32))
 
   def __call__(self, hidden: jax.Array, model: Transformer) -> jax.Array:
-    h = self.norm(jax.nn.gelu(self.dense(hidden.astype(self.dtype)), approximate=False))
+    h = self.norm(self.dense(hidden.astype(self.dtype), activation="gelu"))
     return model.logits(h) + self.bias[...]
 
 

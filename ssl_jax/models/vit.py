@@ -103,7 +103,7 @@ class Block(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = x + self.attn(self.norm1(x).astype(self.dtype))
-    h = jax.nn.gelu(self.fc1(self.norm2(x).astype(self.dtype)), approximate=False)
+    h = self.fc1(self.norm2(x).astype(self.dtype), activation="gelu")
     return x + self.fc2(h)
 
 

@@ -1,5 +1,7 @@
-"""The custom-VJP dense product against plain ``lax.dot_general`` autodiff, and ``Linear`` against
-``flax.nnx.Linear``."""
+"""The custom-VJP dense product against plain ``lax.dot_general`` autodiff, ``Linear`` against
+``flax.nnx.Linear``, and the bias + GELU backward pass against autodiff and NumPy."""
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +10,7 @@ import pytest
 from flax import nnx
 
 from ssl_jax.models import conv as conv_lib
-from ssl_jax.models.dense import Linear, matmul, uses_custom_vjp
+from ssl_jax.models.dense import Linear, bias_gelu, matmul, uses_custom_vjp
 
 SHAPES = {"2d": (6, 5), "3d": (2, 7, 5), "4d": (2, 3, 4, 5)}
 
@@ -107,3 +109,68 @@ def test_linear_is_nnx_linear_with_the_custom_backward(use_bias):
   # bf16 compute promotes like nnx.Linear.
   half = Linear(5, 3, dtype=jnp.bfloat16, rngs=nnx.Rngs(0), **kw)
   assert half(x).dtype == nnx.Linear(5, 3, dtype=jnp.bfloat16, rngs=nnx.Rngs(0), **kw)(x).dtype
+
+
+def _gelu_vjp(impl, y, b, ct):
+  out, vjp = jax.vjp(lambda y, b: bias_gelu(y, b, impl=impl), y, b)
+  return (out,) + vjp(ct)
+
+
+@pytest.mark.parametrize("name", ["2d", "3d"])
+def test_bias_gelu_matches_autodiff_and_numpy(name):
+  y, _, _ = _inputs(SHAPES[name])
+  y = 3.0 * y  # reach both tails of the GELU
+  b = jax.random.normal(jax.random.key(5), y.shape[-1:])
+  ct = jax.random.normal(jax.random.key(6), y.shape)
+  out, dy, db = jax.jit(lambda *a: _gelu_vjp("custom", *a))(y, b, ct)
+  out_ref, dy_ref, db_ref = jax.jit(lambda *a: _gelu_vjp("xla", *a))(y, b, ct)
+  np.testing.assert_allclose(out, out_ref, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(dy, dy_ref, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(db, db_ref, rtol=1e-5, atol=1e-5)
+  # The derivative Phi(h) + h phi(h) in float64 NumPy.
+  h = np.asarray(y, np.float64) + np.asarray(b, np.float64)
+  cdf = 0.5 * (1.0 + np.vectorize(math.erf)(h / np.sqrt(2.0)))
+  slope = cdf + h * np.exp(-0.5 * h * h) / np.sqrt(2.0 * np.pi)
+  np.testing.assert_allclose(out, h * cdf, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(dy, np.asarray(ct) * slope, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(db, (np.asarray(ct) * slope).reshape(-1, h.shape[-1]).sum(0),
+                             rtol=1e-5, atol=1e-5)
+  # No bias: the GELU alone.
+  np.testing.assert_allclose(jax.grad(lambda y: jnp.sum(bias_gelu(y, None, impl="custom") * ct))(y),
+                             jax.grad(lambda y: jnp.sum(jax.nn.gelu(y, approximate=False) * ct))(y),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_bias_gelu_bfloat16_and_shard_map(assert_bf16_as_accurate, data_parallel_grad):
+  y, _, _ = _inputs(SHAPES["3d"])
+  b = jax.random.normal(jax.random.key(5), y.shape[-1:])
+  ct = jax.random.normal(jax.random.key(6), y.shape)
+  exact = _gelu_vjp("xla", y, b, ct)
+  half = [a.astype(jnp.bfloat16) for a in (y, b, ct)]
+  assert_bf16_as_accurate(exact, _gelu_vjp("xla", *half), _gelu_vjp("custom", *half))
+  # A replicated bias with the tokens split over 2 devices (the engine's shard_map).
+  loss = lambda b, y, impl: jnp.mean(jnp.tanh(bias_gelu(y, b, impl=impl)) ** 2)
+  db = data_parallel_grad(lambda b, y: loss(b, y, "custom"), b, y.reshape(-1, 5))
+  np.testing.assert_allclose(db, jax.grad(loss)(b, y.reshape(-1, 5), "xla"), rtol=1e-5, atol=1e-6)
+
+
+def test_linear_gelu_activation():
+  ours = Linear(5, 3, bias_init=nnx.initializers.normal(1.0), rngs=nnx.Rngs(0))
+  x = 2.0 * jax.random.normal(jax.random.key(2), (2, 4, 5))
+  assert _uses_custom_call(lambda x: ours(x, activation="gelu"), x)
+
+  def grads(layer, f):
+    graph, params = nnx.split(layer, nnx.Param)
+    return jax.grad(lambda p: jnp.sum(jnp.sin(f(nnx.merge(graph, p)))))(params)
+
+  with_gelu = lambda m: m(x, activation="gelu")
+  reference = lambda m: jax.nn.gelu(m(x), approximate=False)
+  np.testing.assert_allclose(with_gelu(ours), reference(ours), rtol=1e-6, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(grads(ours, with_gelu)), jax.tree.leaves(grads(ours, reference))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  with conv_lib.default_impl("xla"):  # the Flax path applies the same GELU
+    np.testing.assert_allclose(with_gelu(ours), reference(ours), rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match="Unknown activation 'relu'"):
+    ours(x, activation="relu")
+  with pytest.raises(ValueError, match=r"y \[..., F\] and bias \[F\]"):
+    bias_gelu(x, jnp.zeros(3))
