@@ -187,6 +187,8 @@ def test_cli_bench_config_suite_writes_jsonl_and_table(tmp_path, capsys):
   assert kinds == ["run", "peak", "train_step", "input_pipeline"]
   step, pipe = records[2], records[3]
   assert step["parallel"] == "shard_map" and step["traces"] == 1 and step["batch_size"] == 64
+  # The step pretraining runs: digits have labels, so the online probe ("auto") trains in it.
+  assert step["config"]["online_probe"] == "auto" and step["online_probe_classes"] == 10
   assert pipe["input_bound_ratio"] > 0 and pipe["read_examples_per_s"] > 0
   assert pipe["augment_examples_per_s"] > 0 and pipe["data"] == "real"
   printed = capsys.readouterr().out
@@ -264,6 +266,8 @@ def test_vs_pytorch_configs_are_valid_and_mirror_specs():
   assert spec["proj"][2] == c.method_kwargs.proj_layers and spec["batch_size"] == 8
   c, spec = cfgs["resnet18_simclr"]
   assert c.encoder == "resnet18" and c.encoder_kwargs.stem == "cifar" and c.views.a == c.views.b
+  # The reference trains no online probe, so neither does the JAX side of the comparison.
+  assert all(c.eval.online_probe == "off" for c, _ in cfgs.values())
 
 
 @pytest.mark.slow

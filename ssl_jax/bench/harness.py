@@ -37,6 +37,7 @@ from ssl_jax.bench import flops as flops_lib
 from ssl_jax.bench import peak as peak_lib
 from ssl_jax.data import make_iterator
 from ssl_jax.data.sources import ArraySource
+from ssl_jax.evaluate.online_probe import probe_classes
 from ssl_jax.train.loop import build, example_batch_for, load_train_source
 from ssl_jax.train.preprocess import make_preprocess, make_view_preprocess
 
@@ -112,7 +113,17 @@ def config_summary(config) -> dict:
   return {"method": config.method, "encoder": config.encoder,
           "encoder_kwargs": config.encoder_kwargs.to_dict(), "dataset": config.dataset,
           "views": config.views.to_dict(), "optimizer": config.optimizer.name,
-          "method_kwargs": config.method_kwargs.to_dict(), "sync_bn": config.sync_bn}
+          "method_kwargs": config.method_kwargs.to_dict(), "sync_bn": config.sync_bn,
+          "online_probe": config.eval.online_probe}
+
+
+def _engine(config, source, devices):
+  """``(engine, probe classes or None)``: ``config``'s pretraining step as
+  :func:`ssl_jax.train.loop.pretrain` builds it, the online linear probe included where the config
+  and dataset turn it on."""
+  classes = probe_classes(config, source)
+  _, engine, _ = build(config, len(source), devices=devices, online_probe_classes=classes)
+  return engine, classes
 
 
 def measure_step(config, *, steps: int = 10, repeats: int = 5, warmup: int = 2,
@@ -136,7 +147,7 @@ def measure_step(config, *, steps: int = 10, repeats: int = 5, warmup: int = 2,
                      f"{warmup}.")
   peak = peak_lib.device_peak() if peak is None else peak
   source, data_kind = bench_source(config, data=data)
-  _, engine, _ = build(config, len(source), getattr(source, "image_shape", None), devices=devices)
+  engine, probe = _engine(config, source, devices)
   state = engine.init_state(jax.random.key(config.seed), example_batch_for(config, source))
   iterator = make_iterator(source, global_batch_size=config.batch_size, seed=0)
   try:
@@ -191,6 +202,7 @@ def measure_step(config, *, steps: int = 10, repeats: int = 5, warmup: int = 2,
       "load_avg_1m_before": load_before, "load_avg_1m_after": load_after,
       "cpu_threads": peak_lib.cpu_threads(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "glibc_tunables": cli.process_glibc_tunables(), "config": config_summary(config),
+      "online_probe_classes": probe,
   }
   if "tokens" in host_batch:
     tokens = int(np.prod(np.shape(host_batch["tokens"])))
@@ -264,7 +276,7 @@ def measure_pipeline(config, *, steps: int = 10, repeats: int = 3, data: str = "
   source, data_kind = bench_source(config, data=data,
                                    min_examples=(steps * repeats + 4) * config.batch_size)
   workers = config.data.worker_count if worker_count is None else worker_count
-  _, engine, _ = build(config, len(source), getattr(source, "image_shape", None), devices=devices)
+  engine, _ = _engine(config, source, devices)
   state = engine.init_state(jax.random.key(config.seed), example_batch_for(config, source))
   load_before = load_avg()
   iterator = make_iterator(source, global_batch_size=config.batch_size, seed=0,
@@ -380,6 +392,8 @@ def vs_pytorch_configs(*, batch_size: int, dtype: str, text: bool = True) -> dic
                 normalize=[list(recipes.CIFAR_MEAN), list(recipes.CIFAR_STD)])
   if text:
     out["bert_tiny_mlm"] = _mlm_config(batch_size=batch_size, dtype=dtype)
+  for c, _ in out.values():
+    c.eval.online_probe = "off"  # the PyTorch reference trains no online probe
   return out
 
 
