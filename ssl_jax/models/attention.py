@@ -23,8 +23,9 @@ dense backward of :mod:`ssl_jax.models.dense` and glibc's huge-page tunable): th
 from 241-242 to 204-234 ms, ViT-Tiny/4 (batch 128, 65 tokens, 3 heads) from 2016-2061 to
 1930-1958 ms. The transposed ``dK`` / ``dV`` products and the moved scale then took the four
 attention-gradient products of the BERT MLM step from 24 ms on Eigen to 14 ms in YNNPACK and
-removed a 5 ms ``[B, H, T, S]`` broadcast (profiler trace of the whole step). Saving ``P`` costs ``B * H * T * S`` float32 per layer (16 MiB for ``bert_tiny`` at
-batch 64), which autodiff of the XLA path keeps too.
+removed a 5 ms ``[B, H, T, S]`` broadcast (profiler trace of the whole step). Saving ``P`` costs
+``B * H * T * S`` float32 per layer (16 MiB for ``bert_tiny`` at batch 64), which autodiff of the
+XLA path keeps too.
 
 ``impl=None`` follows the process default shared with :mod:`ssl_jax.models.conv`
 (``set_default_impl``, ``$SSL_JAX_CONV_IMPL``). Like the other custom backward passes, the custom

@@ -124,7 +124,8 @@ def bias_gelu(y: jax.Array, bias: jax.Array | None, *, impl: Impl | None = None)
     raise ValueError(f"bias_gelu expects y [..., F] and bias [F], got {jnp.shape(y)} and "
                      f"{jnp.shape(bias)}.")
   if not conv_lib.wants_custom_vjp(impl, helps_on_cpu=True):
-    return jax.nn.gelu(y if bias is None else y + bias, approximate=False)
+    out = jax.nn.gelu(y if bias is None else y + bias, approximate=False)
+    return out.astype(jnp.result_type(y))
   if bias is None:
     bias = jnp.zeros(jnp.shape(y)[-1:], jnp.result_type(y))
   return _bias_gelu(*conv_lib.vary_alike(y, bias))
