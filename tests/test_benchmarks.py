@@ -129,7 +129,7 @@ def test_text_method_flops_match_xla_count_of_the_step(method):
     assert parts["lm_head"] == 64 * vocab_projection
   assert model["trained_forward"] == 16 * (2 if method == "simcse" else 1) * sum(parts.values())
   source, _ = harness.bench_source(config)
-  _, engine, _ = build(config, len(source), None)
+  _, engine, _ = build(config, len(source))
   state = engine.init_state(jax.random.key(0), example_batch_for(config, source))
   iterator = make_iterator(source, global_batch_size=16, seed=0)
   batch = engine.put_batch(next(iterator))

@@ -175,8 +175,7 @@ def load_train_source(config, split: str | None = None):
       image_size=config.data.image_size or None, on_corrupt=config.data.on_corrupt)
 
 
-def build(config, num_examples: int, image_shape=None, *, devices=None,
-          online_probe_classes: int | None = None):
+def build(config, num_examples: int, *, devices=None, online_probe_classes: int | None = None):
   """The method, optimizer and engine of a run (shared by pretraining and benchmarks); with
   ``online_probe_classes`` the method carries an online linear probe
   (:func:`ssl_jax.evaluate.online_probe.with_online_probe`)."""

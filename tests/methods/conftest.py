@@ -39,7 +39,7 @@ def run_steps():
   one, ``metrics`` each step's host metrics."""
 
   def run(config, source, batches, devices=None):
-    _, engine, _ = build(config, len(source), source.image_shape, devices=devices)
+    _, engine, _ = build(config, len(source), devices=devices)
     state = engine.init_state(jax.random.key(0),
                               example_batch(len(batches[0]["index"]), source.image_shape))
     states, metrics = [jax.device_get(state)], []

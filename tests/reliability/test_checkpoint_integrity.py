@@ -83,7 +83,7 @@ def test_writer_error_surfaces_and_keeps_old_checkpoints(tmp_path, monkeypatch, 
   save, older steps survive, and max_to_keep keeps exactly that many committed steps."""
   config = make_config()
   source = load_train_source(config)
-  _, engine, _ = build(config, len(source), source.image_shape)
+  _, engine, _ = build(config, len(source))
   state = engine.init_state(jax.random.key(0), example_batch(64, source.image_shape))
   ckpt = checkpoint.Checkpointer(str(tmp_path / "ck"), max_to_keep=2)
   for step in (1, 2, 3):
@@ -115,7 +115,7 @@ def test_changed_config_names_missing_and_extra_leaves(tmp_path, make_config):
   _pretrain(make_config, tmp_path, total_steps=2, **head, **{"method_kwargs.proj_layers": 2})
   config = make_config(**head, **{"method_kwargs.proj_layers": 3})  # one more layer
   source = load_train_source(config)
-  _, engine, _ = build(config, len(source), source.image_shape)
+  _, engine, _ = build(config, len(source))
   like = engine.init_state(jax.random.key(0), example_batch(64, source.image_shape))
   ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"))
   try:
@@ -133,7 +133,7 @@ def test_saved_on_eight_devices_restores_on_fewer(tmp_path, make_config, devices
   _pretrain(make_config, tmp_path, total_steps=2)
   config = make_config()
   source = load_train_source(config)
-  _, engine, _ = build(config, len(source), source.image_shape, devices=jax.devices()[:devices],
+  _, engine, _ = build(config, len(source), devices=jax.devices()[:devices],
                        online_probe_classes=probe_classes(config, source))  # as the run had
   like = engine.init_state(jax.random.key(1), example_batch(64, source.image_shape))
   ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"))

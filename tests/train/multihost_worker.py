@@ -24,7 +24,7 @@ def main(process_id: int, num_processes: int, port: int, out: str, cache: str) -
       ("encoder_kwargs", "{'widths': (8, 16), 'strides': (1, 2), 'fc_features': 16}"),
       ("batch_size", "32"), ("total_steps", "2")])
   source = load_train_source(config)
-  _, engine, _ = build(config, len(source), source.image_shape)
+  _, engine, _ = build(config, len(source))
   state = engine.init_state(jax.random.key(0), example_batch(32, source.image_shape))
   it = make_iterator(source, global_batch_size=32, seed=0)
   seen = []

@@ -70,7 +70,7 @@ def test_restore_into_mismatched_model_names_every_leaf(tmp_path, make_config):
   from ssl_jax.train.loop import build, example_batch, load_train_source
   config = make_config(total_steps=1, **head, **{"method_kwargs.proj_dim": 24})
   source = load_train_source(config)
-  _, engine, _ = build(config, len(source), source.image_shape)
+  _, engine, _ = build(config, len(source))
   like = engine.init_state(jax.random.key(0), example_batch(64, source.image_shape))
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
