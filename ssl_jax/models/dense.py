@@ -135,10 +135,16 @@ _SQRT_HALF = np.float32(np.sqrt(0.5))
 _INV_SQRT_2PI = np.float32(1.0 / np.sqrt(2.0 * np.pi))
 
 
+def _preactivation_and_cdf(y, bias):
+  """``h = y + bias`` and the standard normal CDF ``Phi(h)``, in float32."""
+  h = y.astype(jnp.float32) + bias.astype(jnp.float32)
+  return h, 0.5 * (1.0 + lax.erf(h * _SQRT_HALF))
+
+
 @jax.custom_vjp
 def _bias_gelu(y, bias):
-  h = y.astype(jnp.float32) + bias.astype(jnp.float32)
-  return (0.5 * h * (1.0 + lax.erf(h * _SQRT_HALF))).astype(y.dtype)
+  h, cdf = _preactivation_and_cdf(y, bias)
+  return (h * cdf).astype(y.dtype)
 
 
 def _bias_gelu_fwd(y, bias):
@@ -147,8 +153,8 @@ def _bias_gelu_fwd(y, bias):
 
 def _bias_gelu_bwd(residuals, g):
   y, bias = residuals
-  h = y.astype(jnp.float32) + bias.astype(jnp.float32)
-  slope = 0.5 * (1.0 + lax.erf(h * _SQRT_HALF)) + h * jnp.exp(-0.5 * h * h) * _INV_SQRT_2PI
+  h, cdf = _preactivation_and_cdf(y, bias)
+  slope = cdf + h * jnp.exp(-0.5 * h * h) * _INV_SQRT_2PI
   dh = g.astype(jnp.float32) * slope
   dbias = jnp.sum(dh.reshape(-1, dh.shape[-1]), axis=0)
   return dh.astype(y.dtype), dbias.astype(bias.dtype)
