@@ -38,7 +38,7 @@ from ssl_jax.bench import peak as peak_lib
 from ssl_jax.data import make_iterator
 from ssl_jax.data.sources import ArraySource
 from ssl_jax.evaluate.online_probe import probe_classes
-from ssl_jax.train.loop import build, example_batch_for, load_train_source
+from ssl_jax.train.loop import build_for_pretraining, example_batch_for, load_train_source
 from ssl_jax.train.preprocess import make_preprocess, make_view_preprocess
 
 DONATION_WARNING = "donated buffers were not usable"
@@ -117,15 +117,6 @@ def config_summary(config) -> dict:
           "online_probe": config.eval.online_probe}
 
 
-def _engine(config, source, devices):
-  """``(engine, probe classes or None)``: ``config``'s pretraining step as
-  :func:`ssl_jax.train.loop.pretrain` builds it, the online linear probe included where the config
-  and dataset turn it on."""
-  classes = probe_classes(config, source)
-  _, engine, _ = build(config, len(source), devices=devices, online_probe_classes=classes)
-  return engine, classes
-
-
 def measure_step(config, *, steps: int = 10, repeats: int = 5, warmup: int = 2,
                  data: str = "auto", devices=None, peak: dict | None = None,
                  xla_cost: bool = True, model: str | None = None) -> dict:
@@ -147,7 +138,7 @@ def measure_step(config, *, steps: int = 10, repeats: int = 5, warmup: int = 2,
                      f"{warmup}.")
   peak = peak_lib.device_peak() if peak is None else peak
   source, data_kind = bench_source(config, data=data)
-  engine, probe = _engine(config, source, devices)
+  _, engine, _ = build_for_pretraining(config, source, devices=devices)
   state = engine.init_state(jax.random.key(config.seed), example_batch_for(config, source))
   iterator = make_iterator(source, global_batch_size=config.batch_size, seed=0)
   try:
@@ -202,7 +193,7 @@ def measure_step(config, *, steps: int = 10, repeats: int = 5, warmup: int = 2,
       "load_avg_1m_before": load_before, "load_avg_1m_after": load_after,
       "cpu_threads": peak_lib.cpu_threads(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "glibc_tunables": cli.process_glibc_tunables(), "config": config_summary(config),
-      "online_probe_classes": probe,
+      "online_probe_classes": probe_classes(config, source),
   }
   if "tokens" in host_batch:
     tokens = int(np.prod(np.shape(host_batch["tokens"])))
@@ -276,7 +267,7 @@ def measure_pipeline(config, *, steps: int = 10, repeats: int = 3, data: str = "
   source, data_kind = bench_source(config, data=data,
                                    min_examples=(steps * repeats + 4) * config.batch_size)
   workers = config.data.worker_count if worker_count is None else worker_count
-  engine, _ = _engine(config, source, devices)
+  _, engine, _ = build_for_pretraining(config, source, devices=devices)
   state = engine.init_state(jax.random.key(config.seed), example_batch_for(config, source))
   load_before = load_avg()
   iterator = make_iterator(source, global_batch_size=config.batch_size, seed=0,

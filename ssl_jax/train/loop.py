@@ -195,6 +195,15 @@ def build(config, num_examples: int, *, devices=None, online_probe_classes: int 
   return method, engine, total_steps
 
 
+def build_for_pretraining(config, source, *, devices=None):
+  """:func:`build` as :func:`pretrain` runs it on ``source``: the online probe's class count is
+  worked out from the config and the data (:func:`ssl_jax.evaluate.online_probe.probe_classes`).
+  Benchmarks use it too, so that they time the same step."""
+  from ssl_jax.evaluate.online_probe import probe_classes  # pylint: disable=g-import-not-at-top
+  return build(config, len(source), devices=devices,
+               online_probe_classes=probe_classes(config, source))
+
+
 def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> dict:
   """Runs (or resumes) pretraining; returns the last logged metrics.
 
@@ -205,9 +214,7 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
   workdir = os.path.abspath(workdir)
   prepare_workdir(config, workdir, overwrite=overwrite)
   source = load_train_source(config)
-  from ssl_jax.evaluate.online_probe import probe_classes  # pylint: disable=g-import-not-at-top
-  _, engine, total_steps = build(config, len(source), devices=devices,
-                                 online_probe_classes=probe_classes(config, source))
+  _, engine, total_steps = build_for_pretraining(config, source, devices=devices)
   state = engine.init_state(jax.random.key(config.seed), example_batch_for(config, source))
   iterator = make_iterator(source, global_batch_size=config.batch_size, seed=config.seed,
                                 shuffle=config.data.shuffle, worker_count=config.data.worker_count)

@@ -8,9 +8,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from ssl_jax.evaluate.online_probe import probe_classes
 from ssl_jax.train import checkpoint
-from ssl_jax.train.loop import build, example_batch, load_train_source, pretrain
+from ssl_jax.train.loop import (build, build_for_pretraining, example_batch, load_train_source,
+                                pretrain)
 
 
 def _largest_array_file(step_dir):
@@ -133,8 +133,7 @@ def test_saved_on_eight_devices_restores_on_fewer(tmp_path, make_config, devices
   _pretrain(make_config, tmp_path, total_steps=2)
   config = make_config()
   source = load_train_source(config)
-  _, engine, _ = build(config, len(source), devices=jax.devices()[:devices],
-                       online_probe_classes=probe_classes(config, source))  # as the run had
+  _, engine, _ = build_for_pretraining(config, source, devices=jax.devices()[:devices])
   like = engine.init_state(jax.random.key(1), example_batch(64, source.image_shape))
   ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"))
   try:
