@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from ssl_jax.models.text import (MLMHead, NSPHead, Transformer, build_text_encoder, count_params,
-                                 generate, mean_pool)
+                                 generate, mean_pool, rotary)
 
 
 def _params(module):
@@ -30,6 +30,28 @@ def test_bert_base_and_gpt2_small_parameter_counts():
 def _tiny(causal, positions="learned", **kw):
   return Transformer(50, 16, 32, 2, 2, 64, causal=causal, norm="pre" if causal else "post",
                      positions=positions, rngs=nnx.Rngs(0), **kw)
+
+
+@pytest.mark.parametrize("num_positions", [None, 512])
+def test_rotary_rotates_pairs_by_position_times_frequency(num_positions):
+  rng = np.random.default_rng(6)
+  x = rng.normal(size=(2, 5, 3, 8)).astype(np.float32)
+  positions = np.array([[0, 1, 2, 300, 511], [7, 7, 0, 64, 128]])
+  got = rotary(jnp.asarray(x), jnp.asarray(positions), num_positions=num_positions)
+  angle = positions[..., None, None] / 10000.0**(np.arange(4) / 4)  # float64
+  x1, x2 = x[..., :4].astype(np.float64), x[..., 4:].astype(np.float64)
+  want = np.concatenate([x1 * np.cos(angle) - x2 * np.sin(angle),
+                         x2 * np.cos(angle) + x1 * np.sin(angle)], axis=-1)
+  # The constant table is computed in float64; the computed angles lose float32 digits at 511.
+  np.testing.assert_allclose(got, want, atol=2e-6 if num_positions else 1e-4)
+  # Scores depend on the offset only: <R(p) q, R(p') k> = <R(p + s) q, R(p' + s) k>.
+  q, k = x[:1, :1], x[:1, 1:2]
+  def score(p_q, p_k):
+    rq = rotary(jnp.asarray(q), jnp.full((1, 1), p_q), num_positions=num_positions)
+    rk = rotary(jnp.asarray(k), jnp.full((1, 1), p_k), num_positions=num_positions)
+    return np.sum(np.asarray(rq) * np.asarray(rk), axis=-1)
+  np.testing.assert_allclose(score(3, 10), score(103, 110), atol=1e-5)
+  assert not np.allclose(score(3, 10), score(3, 11), atol=1e-3)
 
 
 @pytest.mark.parametrize("causal", [False, True])
