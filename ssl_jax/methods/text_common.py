@@ -94,7 +94,11 @@ def gather_positions(x: jax.Array, mask: jax.Array, count: int):
   with ``x`` ``[B, T, ...]`` -> ``[B, count, ...]`` and ``valid`` ``[B, count]`` bool (rows with
   fewer set positions are padded with invalid entries; set positions past ``count`` are left
   out, as BERT's ``max_predictions_per_seq``)."""
-  order = jnp.argsort(~mask, axis=1, stable=True)[:, :count]  # set positions first, in order
+  # Set positions first, then the others, each in order: the order of a stable argsort of ~mask,
+  # by top_k of float keys (exact below 2**24), which XLA:CPU runs 7x faster than the sort.
+  t = mask.shape[1]
+  key = jnp.where(mask, 2 * t, 0) + (t - 1 - jnp.arange(t))
+  order = jax.lax.top_k(key.astype(jnp.float32), min(count, t))[1]
   valid = jnp.take_along_axis(mask, order, axis=1)
   expand = order.reshape(order.shape + (1,) * (x.ndim - 2))
   return jnp.take_along_axis(x, expand, axis=1), valid, order
