@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssl_jax.models.conv import Conv, Impl
+from ssl_jax.models.norm import BatchNorm
 
 _conv_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -71,7 +72,7 @@ class SmallCNN(nnx.Module):
       raise ValueError(f"head must be 'gap' or 'flatten', got {head!r}.")
     if not set(pool_after) <= set(range(len(widths))):
       raise ValueError(f"pool_after {tuple(pool_after)} must index stages 0..{len(widths) - 1}.")
-    bn = lambda n: nnx.BatchNorm(n, momentum=bn_momentum, epsilon=1e-5, dtype=jnp.float32,
+    bn = lambda n: BatchNorm(n, momentum=bn_momentum, epsilon=1e-5, dtype=jnp.float32,
                                  axis_name=bn_axis_name, rngs=rngs)
     convs, norms, pool = [], [], []
     cin, size = in_channels, image_size

@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ssl_jax.models.norm import BatchNorm
+
 HIDDEN_NORMS = ("bn", "ln", None)
 OUTPUT_NORMS = (None, "bn", "bn_noaffine", "ln")
 ACTIVATIONS = {"relu": jax.nn.relu, "gelu": lambda x: jax.nn.gelu(x, approximate=False)}
@@ -47,7 +49,7 @@ class _Norm(nnx.Module):
       self.norm = nnx.LayerNorm(features, epsilon=1e-5, dtype=jnp.float32, rngs=rngs)
     else:
       affine = kind == "bn"
-      self.norm = nnx.BatchNorm(features, momentum=bn_momentum, epsilon=1e-5,
+      self.norm = BatchNorm(features, momentum=bn_momentum, epsilon=1e-5,
                                 dtype=jnp.float32, use_scale=affine, use_bias=affine,
                                 axis_name=bn_axis_name, rngs=rngs)
 

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssl_jax.models.conv import Conv, Impl
+from ssl_jax.models.norm import BatchNorm
 
 STEMS = ("imagenet", "cifar")
 BLOCKS = ("basic", "bottleneck")
@@ -37,7 +38,7 @@ class _Norm(nnx.Module):
 
   def __init__(self, features: int, *, zero_init: bool, momentum: float, epsilon: float,
                axis_name: str | None, rngs: nnx.Rngs):
-    self.bn = nnx.BatchNorm(
+    self.bn = BatchNorm(
         features, momentum=momentum, epsilon=epsilon, dtype=jnp.float32, axis_name=axis_name,
         scale_init=nnx.initializers.zeros_init() if zero_init else nnx.initializers.ones_init(),
         rngs=rngs)
