@@ -73,7 +73,7 @@ class SmallCNN(nnx.Module):
     if not set(pool_after) <= set(range(len(widths))):
       raise ValueError(f"pool_after {tuple(pool_after)} must index stages 0..{len(widths) - 1}.")
     bn = lambda n: BatchNorm(n, momentum=bn_momentum, epsilon=1e-5, dtype=jnp.float32,
-                                 axis_name=bn_axis_name, rngs=rngs)
+                             axis_name=bn_axis_name, rngs=rngs)
     convs, norms, pool = [], [], []
     cin, size = in_channels, image_size
     for stage, (width, stride) in enumerate(zip(widths, strides)):

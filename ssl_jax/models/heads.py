@@ -49,9 +49,8 @@ class _Norm(nnx.Module):
       self.norm = nnx.LayerNorm(features, epsilon=1e-5, dtype=jnp.float32, rngs=rngs)
     else:
       affine = kind == "bn"
-      self.norm = BatchNorm(features, momentum=bn_momentum, epsilon=1e-5,
-                                dtype=jnp.float32, use_scale=affine, use_bias=affine,
-                                axis_name=bn_axis_name, rngs=rngs)
+      self.norm = BatchNorm(features, momentum=bn_momentum, epsilon=1e-5, dtype=jnp.float32,
+                            use_scale=affine, use_bias=affine, axis_name=bn_axis_name, rngs=rngs)
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     if self.kind == "ln":

@@ -46,6 +46,7 @@ def test_rotary_rotates_pairs_by_position_times_frequency(num_positions):
   np.testing.assert_allclose(got, want, atol=2e-6 if num_positions else 1e-4)
   # Scores depend on the offset only: <R(p) q, R(p') k> = <R(p + s) q, R(p' + s) k>.
   q, k = x[:1, :1], x[:1, 1:2]
+
   def score(p_q, p_k):
     rq = rotary(jnp.asarray(q), jnp.full((1, 1), p_q), num_positions=num_positions)
     rk = rotary(jnp.asarray(k), jnp.full((1, 1), p_k), num_positions=num_positions)
