@@ -14,7 +14,11 @@ softmax, probabilities cast to the value dtype). ``impl`` picks the backward pas
   ``[T, S]``-sized softmax-backward reduction of autodiff. ``dK`` and ``dV`` are computed
   transposed, as ``Q^T dS`` and ``dO^T P``, so that each product's large ``[T, S]`` operand is in
   its natural layout (XLA:CPU runs these in YNNPACK, where ``dS^T Q`` and ``P^T dO`` went to
-  Eigen at half the speed), and the scale multiplies the ``[T, Dh]`` results, not ``dS``.
+  Eigen at half the speed). The ``1 / sqrt(Dh)`` scale is applied inside the elementwise passes
+  that compute ``P`` (``exp((logits - max) * scale)``) and ``dS``, never to a product's operand or
+  output: XLA:CPU fuses such a multiply into a oneDNN product, which jaxlib 0.10.2 computes wrong
+  or cannot compile (:mod:`ssl_jax.train.xla_options`), and a scale on ``dS`` or on the logits
+  after the product costs no extra pass here.
 * ``"auto"`` (default through ``impl=None``): ``"custom"`` on the CPU backend, ``"xla"`` elsewhere.
 
 Measured on XLA:CPU (jax 0.10.2, a 2-vCPU AMD EPYC, medians of interleaved runs, with the custom
@@ -23,7 +27,9 @@ dense backward of :mod:`ssl_jax.models.dense` and glibc's huge-page tunable): th
 from 241-242 to 204-234 ms, ViT-Tiny/4 (batch 128, 65 tokens, 3 heads) from 2016-2061 to
 1930-1958 ms. The transposed ``dK`` / ``dV`` products and the moved scale then took the four
 attention-gradient products of the BERT MLM step from 24 ms on Eigen to 14 ms in YNNPACK and
-removed a 5 ms ``[B, H, T, S]`` broadcast (profiler trace of the whole step). Saving ``P`` costs
+removed a 5 ms ``[B, H, T, S]`` broadcast (profiler trace of the whole step; the scale, then on
+the ``[T, Dh]`` results, has since moved into the softmax and ``dS`` passes, which measured the same
+with XLA's default products: 437 against 431-434 ms a step). Saving ``P`` costs
 ``B * H * T * S`` float32 per layer (16 MiB for ``bert_tiny`` at batch 64), which autodiff of the
 XLA path keeps too.
 
@@ -95,12 +101,13 @@ def _from_minor(a):
 
 
 def _forward(q, k, v, mask):
-  scale = 1.0 / np.sqrt(q.shape[-1])
+  scale = np.float32(1.0 / np.sqrt(q.shape[-1]))
   qh, kh, vh = _heads_first(q), _heads_first(k), _heads_first(v)
-  logits = jnp.einsum("bhtd,bhsd->bhts", qh, kh, preferred_element_type=jnp.float32) * scale
+  logits = jnp.einsum("bhtd,bhsd->bhts", qh, kh, preferred_element_type=jnp.float32)
+  # softmax(scale * logits), the scale inside the exponent: no product's output is multiplied
+  # by a constant (see _attention_bwd).
   logits = jnp.where(mask, logits, _NEG)
-  logits = logits - jnp.max(logits, axis=-1, keepdims=True)
-  e = jnp.exp(logits)
+  e = jnp.exp((logits - jnp.max(logits, axis=-1, keepdims=True)) * scale)
   p = e / jnp.sum(e, axis=-1, keepdims=True)
   out = jnp.einsum("bhts,bhsd->bhtd", p.astype(v.dtype), vh)
   return _heads_first(out), (qh, kh, vh, p, out)
@@ -122,14 +129,16 @@ def _attention_bwd(residuals, g):
   gh = _heads_first(g)
   dp = jnp.einsum("bhtd,bhsd->bhts", gh, vh, preferred_element_type=f32)
   delta = jnp.sum(gh.astype(f32) * out.astype(f32), axis=-1, keepdims=True)
-  # The gradient of the unscaled logits; the scale goes on the [T, Dh]-sized products below (a
-  # [B, H, T, S] factor here is a full-size broadcast that XLA:CPU materializes).
-  ds = (p * (dp - delta)).astype(qh.dtype)
-  dq = jnp.einsum("bhts,bhsd->bhtd", ds, kh, preferred_element_type=f32) * scale
+  # The gradient of the unscaled logits, the scale applied in the same elementwise pass. Not on a
+  # product's operand or output: XLA:CPU fuses such a multiply into a oneDNN product
+  # (ssl_jax.train.xla_options), and a multiply there is computed wrong (output) or fails to
+  # compile (operand) in jaxlib 0.10.2.
+  ds = (p * (dp - delta) * scale).astype(qh.dtype)
+  dq = jnp.einsum("bhts,bhsd->bhtd", ds, kh, preferred_element_type=f32)
   # dK and dV contract over the queries. Written as [Dh, T] @ [T, S] products (the small operand
   # transposed), XLA:CPU runs them as plain matmuls in YNNPACK; as dS^T Q and P^T dO it ran
   # transposed-operand products on Eigen at about half the speed.
-  dk = jnp.einsum("bhdt,bhts->bhds", _minor_swap(qh), ds, preferred_element_type=f32) * scale
+  dk = jnp.einsum("bhdt,bhts->bhds", _minor_swap(qh), ds, preferred_element_type=f32)
   dv = jnp.einsum("bhdt,bhts->bhds", _minor_swap(gh), p.astype(gh.dtype))
   return (_heads_first(dq).astype(qh.dtype), _from_minor(dk).astype(kh.dtype),
           _from_minor(dv).astype(vh.dtype), None)
