@@ -30,8 +30,10 @@ COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 # Keys that change how a run is observed or saved, not what it computes: a workdir's checkpoint can be
 # resumed with different values (everything else must match, see `state_affecting_diff`).
+# `cpu_dots` picks which library runs the products (the same sums, rounded differently), so it may
+# change on resume too.
 RUN_CONTROL_KEYS = ("log", "checkpoint", "eval", "quiet", "data.worker_count", "debug",
-                    "max_consecutive_skips")
+                    "max_consecutive_skips", "cpu_dots")
 
 def base_config() -> ml_collections.ConfigDict:
   """Every key a run has, with generic defaults; experiments start from here (or from
@@ -70,6 +72,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.parallel = "shard_map"
   c.fsdp = False  # gspmd only: shard parameters and optimizer state over the data axis
   c.fsdp_min_size = 2**14  # leaves with fewer elements stay replicated
+  # Which library runs the train step's matrix products on the CPU backend: "default" (XLA:CPU's
+  # own choice) or "onednn" (faster for small Transformers; checked, see
+  # ssl_jax.train.xla_options). No effect on other backends.
+  c.cpu_dots = "default"
 
   c.optimizer = ml_collections.ConfigDict(dict(
       name="lars", lr=0.3, lr_scaling="linear", base_batch=256, weight_decay=1e-6,
@@ -269,11 +275,12 @@ def _check_choice(key: str, value, valid: Sequence[str]) -> None:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks values that a type alone cannot (choices, ranges); names the key and valid values."""
-  from ssl_jax.train import optim
+  from ssl_jax.train import optim, xla_options
 
   _check_choice("method", config.method, _method_names())
   _check_choice("parallel", config.parallel, PARALLEL_MODES)
   _check_choice("compute_dtype", config.compute_dtype, COMPUTE_DTYPES)
+  _check_choice("cpu_dots", config.cpu_dots, xla_options.CPU_DOTS)
   _check_choice("optimizer.name", config.optimizer.name, optim.OPTIMIZERS)
   _check_choice("optimizer.lr_scaling", config.optimizer.lr_scaling, optim.LR_SCALINGS)
   _check_choice("data.on_corrupt", config.data.on_corrupt, ("error", "skip"))

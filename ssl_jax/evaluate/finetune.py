@@ -66,6 +66,7 @@ from ssl_jax.train.loop import resume
 from ssl_jax.train.parallel import Engine
 from ssl_jax.train.preprocess import make_view_preprocess
 from ssl_jax.train.state import TrainState
+from ssl_jax.train.xla_options import step_compiler_options
 
 FINETUNE_DIR = "finetune"
 SOURCES = ("ssl", "random_init")
@@ -232,7 +233,8 @@ def finetune_run(workdir: str, *, source: str = "ssl", step: int | None = None,
   recipe = ft.views or config.eval_preprocess
   engine = Engine(method, tx, make_view_preprocess({"x": recipe}), mode=config.parallel,
                   global_batch_size=batch_size, devices=devices, sync_bn=config.sync_bn,
-                  clip_norm=config.optimizer.clip_norm)
+                  clip_norm=config.optimizer.clip_norm,
+                  compiler_options=step_compiler_options(config.get("cpu_dots", "default")))
   # The state is assembled from the restored arrays and placed (not built by a jitted init, which
   # would bake the weights into the program as constants).
   params, stats, method_state = method.init(None, None)

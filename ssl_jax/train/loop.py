@@ -24,7 +24,7 @@ from ssl_jax import config as config_lib
 from ssl_jax import methods
 from ssl_jax.data import load_source, make_iterator
 from ssl_jax.evaluate.monitors import COLLAPSE_THRESHOLD
-from ssl_jax.train import optim
+from ssl_jax.train import optim, xla_options
 from ssl_jax.train.checkpoint import Checkpointer
 from ssl_jax.train.logging import MetricsLogger
 from ssl_jax.train.parallel import Engine
@@ -191,7 +191,8 @@ def build(config, num_examples: int, *, devices=None, online_probe_classes: int 
                   global_batch_size=config.batch_size, devices=devices, sync_bn=config.sync_bn,
                   clip_norm=config.optimizer.clip_norm,
                   fsdp=config.fsdp, fsdp_min_size=config.fsdp_min_size,
-                  nan_at_step=config.debug.nan_at_step, nan_num_steps=config.debug.nan_num_steps)
+                  nan_at_step=config.debug.nan_at_step, nan_num_steps=config.debug.nan_num_steps,
+                  compiler_options=xla_options.step_compiler_options(config.cpu_dots))
   return method, engine, total_steps
 
 

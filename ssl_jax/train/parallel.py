@@ -19,6 +19,7 @@ depend on the number of devices.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -29,6 +30,7 @@ from jax.sharding import PartitionSpec as P
 
 from ssl_jax.data.sharding import to_global
 from ssl_jax.train import state as state_lib
+from ssl_jax.train import xla_options
 from ssl_jax.train.step import make_step
 
 PyTree = Any
@@ -71,13 +73,17 @@ class Engine:
     clip_norm: global-norm gradient clipping inside the step (0: off).
     fsdp, fsdp_min_size: GSPMD parameter sharding.
     nan_at_step, nan_num_steps: debug switch passed to the step.
+    compiler_options: XLA options of the compiled step (``shard_map`` and ``gspmd``; ``jax.pmap``
+      takes none), e.g. :func:`ssl_jax.train.xla_options.step_compiler_options`. The compiled
+      step is checked for oneDNN fusions this jaxlib gets wrong before it first runs, and
+      compiled without the options if it has any (a warning says so).
   """
 
   def __init__(self, method, tx, preprocess: Callable, *, mode: str = "shard_map",
                global_batch_size: int, devices=None, sync_bn: bool = True,
                clip_norm: float = 0.0, fsdp: bool = False,
                fsdp_min_size: int = 2**14, nan_at_step: int | None = None,
-               nan_num_steps: int = 1):
+               nan_num_steps: int = 1, compiler_options: dict | None = None):
     self.method, self.tx, self.mode = method, tx, mode
     self.mesh = make_mesh(devices)
     self.num_devices = self.mesh.devices.size
@@ -88,6 +94,7 @@ class Engine:
       raise ValueError("fsdp=True needs parallel mode 'gspmd'.")
     self.global_batch_size = global_batch_size
     self.fsdp, self.fsdp_min_size = fsdp, fsdp_min_size
+    self.compiler_options = None if mode == "pmap" else compiler_options
     self.trace_count = 0
     self._replicated = NamedSharding(self.mesh, P())
     self._batch_sharding = NamedSharding(self.mesh, P(DATA_AXIS))
@@ -102,19 +109,43 @@ class Engine:
       self.trace_count += 1  # Python side effect: runs once per trace
       return per_device(state, batch, jax.random.fold_in(state.rng, state.step))
 
+    self._counted = counted
+    self._checked = not self.compiler_options  # see _check_compiled
     if mode == "shard_map":
-      self._step = jax.jit(
-          jax.shard_map(counted, mesh=self.mesh, in_specs=(P(), P(DATA_AXIS)),
-                        out_specs=(P(), P()), check_vma=True),
-          donate_argnums=0)
+      self._step = self._jit(self.compiler_options)
     elif mode == "pmap":
       self._step = jax.pmap(counted, axis_name=DATA_AXIS, devices=self.mesh.devices.tolist(),
                             donate_argnums=0)
     elif mode == "gspmd":
       self._step = None  # compiled lazily: its shardings depend on the state's structure
-      self._counted = counted
     else:
       raise ValueError(f"parallel={mode!r}; valid: shard_map, pmap, gspmd.")
+
+  def _jit(self, compiler_options: dict | None, state_shardings=None):
+    """The jitted step of the ``shard_map`` or (with the state's shardings) ``gspmd`` mode."""
+    if self.mode == "shard_map":
+      return jax.jit(jax.shard_map(self._counted, mesh=self.mesh, in_specs=(P(), P(DATA_AXIS)),
+                                   out_specs=(P(), P()), check_vma=True),
+                     donate_argnums=0, compiler_options=compiler_options)
+    return jax.jit(self._counted, in_shardings=(state_shardings, self._batch_sharding),
+                   out_shardings=(state_shardings, self._replicated), donate_argnums=0,
+                   compiler_options=compiler_options)
+
+  def _check_compiled(self, state, batch) -> None:
+    """Before the first step runs: compiles it (the jitted function keeps the executable, so this
+    is the step's only compilation) and, if XLA fused anything but a single product into a oneDNN
+    fusion (:func:`ssl_jax.train.xla_options.unsafe_onednn_fusions`: wrong results or a crash in
+    jaxlib 0.10.2), recompiles the step without the compiler options, with a warning."""
+    self._checked = True
+    unsafe = xla_options.unsafe_onednn_fusions(self._step.lower(state, batch).compile().as_text())
+    if unsafe:
+      shown = "; ".join(f"{name}: {' '.join(ops)}" for name, ops in list(unsafe.items())[:3])
+      warnings.warn(f"XLA:CPU fused other operations into {len(unsafe)} oneDNN product(s) of "
+                    f"this step ({shown}), which jaxlib 0.10.2 computes wrong or fails to run; "
+                    "the step is compiled with XLA's default products instead "
+                    "(config.cpu_dots='default' skips this check).", RuntimeWarning, stacklevel=3)
+      self.compiler_options = None
+      self._step = self._jit(None, self.state_sharding(state) if self.mode == "gspmd" else None)
 
   # -- state ---------------------------------------------------------------------------------
 
@@ -167,9 +198,9 @@ class Engine:
   def step(self, state: state_lib.TrainState, batch: PyTree):
     """One compiled step: returns the new state (the old one is donated) and scalar metrics."""
     if self.mode == "gspmd" and self._step is None:
-      shardings = self.state_sharding(state)
-      self._step = jax.jit(self._counted, in_shardings=(shardings, self._batch_sharding),
-                           out_shardings=(shardings, self._replicated), donate_argnums=0)
+      self._step = self._jit(self.compiler_options, self.state_sharding(state))
+    if not self._checked:
+      self._check_compiled(state, batch)
     state, metrics = self._step(state, batch)
     if self.mode == "pmap":
       metrics = jax.tree.map(lambda x: x[0], metrics)

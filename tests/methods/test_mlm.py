@@ -24,6 +24,38 @@ def test_one_device_equals_eight(make_text_config, text_one_vs_eight):
   assert 0 < metrics[0]["loss"] < 2 * np.log(263)  # cross-entropy over a 263-token vocabulary
 
 
+def test_recipe_runs_its_products_in_onednn(make_text_config):
+  """experiments/mlm_pydoc.py sets ``cpu_dots="onednn"``: its step passes the engine's check (no
+  fallback, no warning), its products are oneDNN fusions, and two steps give the default's
+  numbers."""
+  import warnings
+
+  from ssl_jax.train.loop import build, example_batch_for, load_train_source, make_iterator
+  config = make_text_config("mlm_pydoc")
+  assert config.cpu_dots == "onednn"
+  source = load_train_source(config)
+  iterator = make_iterator(source, global_batch_size=config.batch_size, seed=0)
+  try:
+    batches = [next(iterator) for _ in range(2)]
+  finally:
+    iterator.close()
+  runs = {}
+  for cpu_dots in ("onednn", "default"):
+    config.cpu_dots = cpu_dots
+    _, engine, _ = build(config, len(source), devices=jax.devices()[:1])
+    state = engine.init_state(jax.random.key(0), example_batch_for(config, source))
+    with warnings.catch_warnings():
+      warnings.simplefilter("error", RuntimeWarning)
+      for batch in batches:
+        state, metrics = engine.step(state, engine.put_batch(batch))
+    text = engine._step.lower(state, engine.put_batch(batches[0])).compile().as_text()
+    assert ("__onednn_fusion" in text) == (cpu_dots == "onednn") and engine.trace_count == 1
+    runs[cpu_dots] = jax.device_get((metrics, state.params))
+  np.testing.assert_allclose(runs["onednn"][0]["loss"], runs["default"][0]["loss"], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               runs["onednn"][1], runs["default"][1])
+
+
 def test_static_masking_repeats_and_dynamic_does_not(make_text_config):
   from ssl_jax.methods import mlm
   from ssl_jax.methods.text_common import tokenizer_for

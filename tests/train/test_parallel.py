@@ -13,6 +13,7 @@ from ssl_jax import losses
 from ssl_jax.methods import Method, no_update
 from ssl_jax.models.nnx_utils import Networks
 from ssl_jax.train.parallel import Engine
+from ssl_jax.train.xla_options import step_compiler_options
 
 BATCH = 32
 
@@ -129,6 +130,32 @@ def test_fsdp_shards_parameters(reference):
   kernel = state.params["conv"]["kernel"]  # (3, 3, 1, 8): 8 output channels over 8 devices
   assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, None, None, "data")
   assert kernel.addressable_shards[0].data.shape == (3, 3, 1, 1)
+
+
+def _compiled_text(engine) -> str:
+  state = engine.init_state(jax.random.key(0), EXAMPLE)
+  batch = engine.put_batch(next(batches(1)))
+  return engine._step.lower(state, batch).compile().as_text()  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("mode", ["shard_map", "gspmd"])
+def test_unsafe_onednn_fusions_fall_back_to_the_default(reference, mode):
+  """This step's loss scales its products (NT-Xent's temperature, the l2 normalization), and
+  XLA:CPU fuses such multiplies into oneDNN products, which jaxlib 0.10.2 computes wrong: the
+  engine finds them in the compiled step before it runs, warns, and compiles it without the
+  options (a second compilation; jit may reuse the trace). The numbers equal the reference's. (A step that does run in oneDNN:
+  tests/methods/test_mlm.py.)"""
+  options = step_compiler_options("onednn")
+  with pytest.warns(RuntimeWarning, match=r"fused other operations into \d+ oneDNN product"):
+    engine, state, hist = run(mode, 8, compiler_options=options)
+  assert engine.compiler_options is None and engine.trace_count <= 2  # 3 steps run
+  assert "__onednn_fusion" not in _compiled_text(engine)
+  assert_same(reference, (engine, state, hist))
+
+
+def test_pmap_takes_no_compiler_options():
+  engine, _, hist = run("pmap", 8, steps=1, compiler_options=step_compiler_options("onednn"))
+  assert engine.compiler_options is None and np.isfinite(hist[0]["loss"])
 
 
 def test_compiles_once_over_20_steps():
