@@ -195,6 +195,9 @@ def measure_step(config, *, steps: int = 10, repeats: int = 5, warmup: int = 2,
       "glibc_tunables": cli.process_glibc_tunables(), "config": config_summary(config),
       "online_probe_classes": probe_classes(config, source),
   }
+  if peak["backend"] == "cpu":  # which library ran the products (after the engine's check)
+    record["cpu_dots"] = ("onednn" if engine.compiler_options else
+                          "default" if config.cpu_dots == "default" else "default (fallback)")
   if "tokens" in host_batch:
     tokens = int(np.prod(np.shape(host_batch["tokens"])))
     record["tokens_per_s"] = round(tokens / median, 1)

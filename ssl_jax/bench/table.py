@@ -56,6 +56,8 @@ def step_table(records: Sequence[dict]) -> str:
   extras = [(key, name) for key, name in (("xla_flags", "XLA_FLAGS"),
                                           ("glibc_tunables", "GLIBC_TUNABLES"))
             if any(r.get(key) for r in steps)]
+  if any(r.get("cpu_dots", "default") != "default" for r in steps):
+    extras.append(("cpu_dots", "cpu_dots"))
   head += [name for _, name in extras]
   lines = [_row(head), _row(["---"] * len(head))]
   for r in steps:
