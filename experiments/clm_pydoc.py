@@ -15,7 +15,7 @@ def get_config(arg: str | None = None):
   config = recipes.text_config("clm", dataset="pydoc", encoder="gpt_tiny", total_steps=600,
                                batch_size=32, lr=2e-3, seq_len=128)
   config.encoder_kwargs.dropout = 0.0
-  config.cpu_dots = "onednn"  # CPU: products in oneDNN, checked (as experiments/mlm_pydoc.py)
+  config.cpu_kernels = "onednn_dots"  # CPU: products in oneDNN, checked (as mlm_pydoc.py)
   if arg == "runlocal":
     recipes.runlocal_text(config, encoder="gpt_tiny")
     config.method_kwargs.sample_tokens = 8

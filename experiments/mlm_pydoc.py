@@ -18,7 +18,7 @@ def get_config(arg: str | None = None):
   config.encoder_kwargs.dropout = 0.0  # 3k rows of 128 bytes: underfit, not overfit
   # CPU: the step's products in oneDNN, checked (ssl_jax.train.xla_options); the attention's
   # batched products run ~3x faster than in XLA:CPU's default library (benchmarks/README.md).
-  config.cpu_dots = "onednn"
+  config.cpu_kernels = "onednn_dots"
   if arg == "runlocal":
     recipes.runlocal_text(config, encoder="bert_tiny")
   elif arg:

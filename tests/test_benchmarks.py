@@ -162,7 +162,7 @@ def test_step_benchmark_reports_compile_time_apart_and_one_trace(make_config):
   assert record["compile_s"] >= 0 and record["step_ms_min"] <= record["step_ms"] <= record[
       "step_ms_max"]
   assert record["examples_per_s"] > 0 and record["framework"] == "ssl_jax"
-  assert record["cpu_dots"] == "default"  # the config's, and what ran
+  assert record["cpu_kernels"] == "eigen_convs"  # the config's, and what ran
   assert record["model_flops"] == flops.method_step_flops(config, (8, 8))["model_flops"]
   # The 8 CPU devices share the host's cores, whose matmul peak was measured: MFU divides by it
   # once (a GPU's datasheet peak is per device and would be multiplied by 8).
@@ -239,9 +239,9 @@ def test_step_table_shows_the_environment_columns_only_when_set():
   assert "| load 1m | XLA_FLAGS | GLIBC_TUNABLES |" in md
   assert "| 1.0/1.5 | - | `glibc.malloc.hugetlb=1` |" in md  # ssl_jax row
   assert "| 1.0/1.5 | `--xla_foo` | - |" in md  # pytorch row
-  assert "cpu_dots" not in md  # every ssl_jax row ran XLA's default products (or says nothing)
-  records[2]["cpu_dots"] = "onednn"
-  assert "| 1.0/1.5 | - | `glibc.malloc.hugetlb=1` | `onednn` |" in table.markdown(records)
+  assert "cpu_kernels" not in md
+  records[2]["cpu_kernels"] = "onednn_dots"
+  assert "| 1.0/1.5 | - | `glibc.malloc.hugetlb=1` | `onednn_dots` |" in table.markdown(records)
 
 
 def test_readme_regenerated_between_markers(tmp_path):

@@ -38,6 +38,7 @@ from ssl_jax.bench import peak as peak_lib
 from ssl_jax.data import make_iterator
 from ssl_jax.data.sources import ArraySource
 from ssl_jax.evaluate.online_probe import probe_classes
+from ssl_jax.train import xla_options
 from ssl_jax.train.loop import build_for_pretraining, example_batch_for, load_train_source
 from ssl_jax.train.preprocess import make_preprocess, make_view_preprocess
 
@@ -195,9 +196,9 @@ def measure_step(config, *, steps: int = 10, repeats: int = 5, warmup: int = 2,
       "glibc_tunables": cli.process_glibc_tunables(), "config": config_summary(config),
       "online_probe_classes": probe_classes(config, source),
   }
-  if peak["backend"] == "cpu":  # which library ran the products (after the engine's check)
-    record["cpu_dots"] = ("onednn" if engine.compiler_options else
-                          "default" if config.cpu_dots == "default" else "default (fallback)")
+  if peak["backend"] == "cpu":  # which libraries ran the step (after the engine's checks)
+    ran = xla_options.kernels_name(engine.compiler_options)
+    record["cpu_kernels"] = ran if ran == config.cpu_kernels else f"{ran} (fallback)"
   if "tokens" in host_batch:
     tokens = int(np.prod(np.shape(host_batch["tokens"])))
     record["tokens_per_s"] = round(tokens / median, 1)

@@ -54,10 +54,9 @@ def step_table(records: Sequence[dict]) -> str:
           "examples/s", "compile s", "model GFLOP", "MFU", "memory", "traces", "load 1m"]
   steps = [r for r in records if r.get("benchmark") == "train_step"]
   extras = [(key, name) for key, name in (("xla_flags", "XLA_FLAGS"),
-                                          ("glibc_tunables", "GLIBC_TUNABLES"))
+                                          ("glibc_tunables", "GLIBC_TUNABLES"),
+                                          ("cpu_kernels", "cpu_kernels"))
             if any(r.get(key) for r in steps)]
-  if any(r.get("cpu_dots", "default") != "default" for r in steps):
-    extras.append(("cpu_dots", "cpu_dots"))
   head += [name for _, name in extras]
   lines = [_row(head), _row(["---"] * len(head))]
   for r in steps:

@@ -234,7 +234,8 @@ def finetune_run(workdir: str, *, source: str = "ssl", step: int | None = None,
   engine = Engine(method, tx, make_view_preprocess({"x": recipe}), mode=config.parallel,
                   global_batch_size=batch_size, devices=devices, sync_bn=config.sync_bn,
                   clip_norm=config.optimizer.clip_norm,
-                  compiler_options=step_compiler_options(config.get("cpu_dots", "default")))
+                  compiler_options=step_compiler_options(
+                      config.get("cpu_kernels", "eigen_convs")))
   # The state is assembled from the restored arrays and placed (not built by a jitted init, which
   # would bake the weights into the program as constants).
   params, stats, method_state = method.init(None, None)

@@ -32,11 +32,13 @@ Measured with ``benchmarks/conv_cpu.py`` (jax 0.10.2, 2 CPU cores shared with ot
   ResNet-50 (CIFAR stem, batch 32) 8.4 -> 6.1 s. ResNet-18 is unchanged (3x3-dominated).
 * Overlapping windows with the GEMM kernel gradient: 3x3 ~2x slower than autodiff, 7x7 stem
   about equal; hence ``"auto"`` leaves them to XLA.
-* XLA flags (process-wide, set in ``XLA_FLAGS`` before JAX starts; not set by this library):
-  ``--xla_cpu_experimental_ynn_fusion_type=`` (no YNNPACK fusions, back to XLA's own
-  convolutions) made the 3x3 layer ~1.6x faster forward and ~2.2x forward + backward, removed
+* XLA flags: ``--xla_cpu_experimental_ynn_fusion_type=`` (no YNNPACK fusions, back to XLA's
+  own convolutions) made the 3x3 layer ~1.6x faster forward and ~2.2x forward + backward, removed
   the slow 1x1 weight gradient, and made ResNet-18 forward + backward ~20% faster; with it the
   custom VJP still wins for strided 1x1 (2.4x) and patchify (6.6x) and ties on stride-1 1x1.
+  The train step now compiles without YNNPACK's convolutions by default, as an option of its
+  own program (``config.cpu_kernels``, :mod:`ssl_jax.train.xla_options`; on an AVX2 CPU the 3x3
+  layer's forward + backward went from 2151 to 155-173 ms).
   ``--xla_cpu_use_onednn=true`` added nothing, ``--xla_cpu_multi_thread_eigen=false`` and
   ``--xla_cpu_enable_fast_math=true`` did not help; NCHW or CHWN layouts instead of NHWC made no
   difference (XLA re-lays them out).

@@ -192,7 +192,7 @@ def build(config, num_examples: int, *, devices=None, online_probe_classes: int 
                   clip_norm=config.optimizer.clip_norm,
                   fsdp=config.fsdp, fsdp_min_size=config.fsdp_min_size,
                   nan_at_step=config.debug.nan_at_step, nan_num_steps=config.debug.nan_num_steps,
-                  compiler_options=xla_options.step_compiler_options(config.cpu_dots))
+                  compiler_options=xla_options.step_compiler_options(config.cpu_kernels))
   return method, engine, total_steps
 
 

@@ -74,9 +74,9 @@ class Engine:
     fsdp, fsdp_min_size: GSPMD parameter sharding.
     nan_at_step, nan_num_steps: debug switch passed to the step.
     compiler_options: XLA options of the compiled step (``shard_map`` and ``gspmd``; ``jax.pmap``
-      takes none), e.g. :func:`ssl_jax.train.xla_options.step_compiler_options`. The compiled
-      step is checked for oneDNN fusions this jaxlib gets wrong before it first runs, and
-      compiled without the options if it has any (a warning says so).
+      takes none), e.g. :func:`ssl_jax.train.xla_options.step_compiler_options`. With oneDNN
+      in them, the compiled step is checked for oneDNN fusions this jaxlib gets wrong before it
+      first runs, and compiled without oneDNN if it has any (a warning says so).
   """
 
   def __init__(self, method, tx, preprocess: Callable, *, mode: str = "shard_map",
@@ -110,7 +110,7 @@ class Engine:
       return per_device(state, batch, jax.random.fold_in(state.rng, state.step))
 
     self._counted = counted
-    self._checked = not self.compiler_options  # see _check_compiled
+    self._checked = not (self.compiler_options or {}).get("xla_cpu_use_onednn")  # see below
     if mode == "shard_map":
       self._step = self._jit(self.compiler_options)
     elif mode == "pmap":
@@ -132,20 +132,24 @@ class Engine:
                    compiler_options=compiler_options)
 
   def _check_compiled(self, state, batch) -> None:
-    """Before the first step runs: compiles it (the jitted function keeps the executable, so this
-    is the step's only compilation) and, if XLA fused anything but a single product into a oneDNN
-    fusion (:func:`ssl_jax.train.xla_options.unsafe_onednn_fusions`: wrong results or a crash in
-    jaxlib 0.10.2), recompiles the step without the compiler options, with a warning."""
+    """With oneDNN in the compiler options, before the first step runs: compiles it (the jitted
+    function keeps the executable, so this is the step's only compilation) and, if XLA fused
+    anything but a single product into a oneDNN fusion
+    (:func:`ssl_jax.train.xla_options.unsafe_onednn_fusions`: wrong results or a crash in jaxlib
+    0.10.2), recompiles the step with the options of
+    :data:`~ssl_jax.train.xla_options.ONEDNN_FALLBACK` instead, with a warning."""
     self._checked = True
     unsafe = xla_options.unsafe_onednn_fusions(self._step.lower(state, batch).compile().as_text())
     if unsafe:
+      fallback = xla_options.ONEDNN_FALLBACK
       shown = "; ".join(f"{name}: {' '.join(ops)}" for name, ops in list(unsafe.items())[:3])
       warnings.warn(f"XLA:CPU fused other operations into {len(unsafe)} oneDNN product(s) of "
                     f"this step ({shown}), which jaxlib 0.10.2 computes wrong or fails to run; "
-                    "the step is compiled with XLA's default products instead "
-                    "(config.cpu_dots='default' skips this check).", RuntimeWarning, stacklevel=3)
-      self.compiler_options = None
-      self._step = self._jit(None, self.state_sharding(state) if self.mode == "gspmd" else None)
+                    f"the step is compiled with cpu_kernels={fallback!r} instead.",
+                    RuntimeWarning, stacklevel=3)
+      self.compiler_options = xla_options.step_compiler_options(fallback)
+      self._step = self._jit(self.compiler_options,
+                             self.state_sharding(state) if self.mode == "gspmd" else None)
 
   # -- state ---------------------------------------------------------------------------------
 

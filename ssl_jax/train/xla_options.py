@@ -1,57 +1,60 @@
-"""XLA compile options of the train step: on the CPU backend, matrix products in oneDNN.
+"""XLA compile options of the train step: which libraries run its convolutions and products on CPU.
 
-XLA:CPU (jax 0.10.2) runs the ``dot`` operations it can in YNNPACK and the rest (the dense layers'
-weight gradients, which contract the leading axis of both operands) on Eigen; its oneDNN fusions are
-off by default. For the products of small Transformers oneDNN is much faster. Measured on a 2-vCPU
-AMD EPYC (Zen 3, AVX2), BERT-tiny's attention products alone (batch 64, 4 heads, 128 tokens, head
-width 32, best of 15):
+XLA:CPU (jax 0.10.2) hands convolutions, ``dot`` operations and reductions to YNNPACK where it can
+(its default library fusions: individual dots, reductions, individual convolutions), the other
+products (the dense layers' weight gradients, contracting the leading axis of both operands) to
+Eigen, and has oneDNN fusions, off by default. ``config.cpu_kernels`` picks
+(:func:`step_compiler_options`, :data:`KERNEL_OPTIONS`):
 
-* ``Q K^T`` [256 x 128x32 @ 32x128]: 9.4 ms in YNNPACK, 8.2 ms on Eigen, 2.8 ms in oneDNN
-  (``torch.bmm``: 4.3 ms);
-* ``P V`` [256 x 128x128 @ 128x32]: 9.9, 7.7 and 4.0 ms (``torch.bmm``: 4.5 ms);
-* ``dK^T = Q^T dS`` [256 x 32x128 @ 128x128]: 9.8, 5.7 and 3.6 ms.
-
-In the whole BERT-tiny MLM train step (a profiler trace, per step) the attention products went
-from 106 to 49 ms, the dense layers' products from 173 to 201 ms (oneDNN now takes the weight
-gradients too), the rest about even; five interleaved pairs of runs: medians 434/424/436/423/472
-against 369/397/409/418/470 ms. The GPT-tiny CLM step: 244/244/242/231/218 against
-240/194/230/205/195 ms. ``benchmarks/README.md`` has the side by side with PyTorch.
-
-``config.cpu_dots`` picks (:func:`step_compiler_options`):
-
-* ``"default"``: XLA's own choice.
-* ``"onednn"`` (``experiments/mlm_pydoc.py``, ``clm_pydoc.py``): the step is compiled with
-  ``xla_cpu_use_onednn``, oneDNN fusions for dots (``xla_cpu_experimental_onednn_fusion_type =
-  [DOT]``; XLA then picks oneDNN before YNNPACK for every dot) and YNNPACK for reductions only
-  (``xla_cpu_experimental_ynn_fusion_type = [REDUCE]``: with YNNPACK's elementwise fusions, which
-  materialize every broadcast operand, the elementwise work left outside the products grew by ~60
-  ms a step; with no YNNPACK fusions at all the step was slower than the default).
+* ``"eigen_convs"`` (the default): XLA's defaults without YNNPACK's convolutions, which go back to
+  XLA's own (Eigen) convolution. YNNPACK's convolution backward is very slow on CPUs without
+  AVX-512: on a 2-vCPU AMD EPYC Zen 3 (AVX2) a 3x3 64->64 convolution at batch 64, 32x32, took
+  2151 ms forward + backward in YNNPACK against 155-173 ms without it; the ResNet-18 SimCLR step
+  (batch 64) 23.9 s against 5.8 s (PyTorch: 5.2 s), the default digits CNN's step 261-295 against
+  162-175 ms. On an AMD EPYC Zen 4 (AVX-512) the same layer measured ~2.2x faster and ResNet-18's
+  forward + backward ~20% faster without YNNPACK (``ssl_jax/models/conv.py``).
+* ``"onednn_dots"`` (``experiments/mlm_pydoc.py``, ``clm_pydoc.py``): also every product in
+  oneDNN (``xla_cpu_use_onednn``, oneDNN fusions for dots; XLA then picks oneDNN before YNNPACK),
+  YNNPACK for reductions only. For small Transformers oneDNN's batched products are much faster:
+  BERT-tiny's attention products alone (batch 64, 4 heads, 128 tokens, head width 32, Zen 3, best
+  of 15) ``Q K^T`` 9.4 ms in YNNPACK, 8.2 ms on Eigen, 2.8 ms in oneDNN (``torch.bmm``: 4.3 ms);
+  ``P V`` 9.9, 7.7 and 4.0 ms (4.5 ms); ``Q^T dS`` 9.8, 5.7 and 3.6 ms. In the whole BERT-tiny MLM
+  step (profiler trace) the attention products went from 106 to 49 ms a step and the dense layers'
+  from 173 to 201 ms (oneDNN also takes the weight gradients); five interleaved pairs of runs:
+  medians 434/424/436/423/472 against 369/397/409/418/470 ms. GPT-tiny CLM: 244/244/242/231/218
+  against 240/194/230/205/195 ms. Other YNNPACK sets beside oneDNN's products, one run each of
+  the BERT step: elementwise and reductions 437 ms, elementwise alone 533 ms (YNNPACK's
+  elementwise fusions materialize every broadcast operand), none 459 ms.
+* ``"xla_default"``: XLA's own choice, no options.
 
 These are options of one compiled program (``jax.jit(..., compiler_options=...)``), not
-process-wide ``XLA_FLAGS``: nothing else in the process changes, and an option this jaxlib does not
-know is an error of one compile call rather than an abort of the process at start-up (what XLA
-does with an unknown flag in ``XLA_FLAGS``). :func:`onednn_dot_options` checks them once per
-process by compiling a small product: if this jaxlib refuses them or does not run the product in
-oneDNN (a build without oneDNN, a non-x86 CPU), the step gets XLA's default and a warning.
+process-wide ``XLA_FLAGS``: nothing else in the process changes (evaluation's forward passes keep
+XLA's defaults), and an option this jaxlib does not know is an error of one compile call rather than
+an abort of the process at start-up (what XLA does with an unknown flag in ``XLA_FLAGS``).
+:func:`usable` checks each choice once per process by compiling a small convolution and product; a
+choice this jaxlib refuses, or that does not run the product in oneDNN (a build without oneDNN, a
+non-x86 CPU), falls back (``onednn_dots`` -> ``eigen_convs`` -> ``xla_default``) with a warning.
+Other backends get no options. ``jax.pmap`` takes no compiler options, so the ``pmap`` mode always
+runs XLA's defaults.
 
-**What jaxlib 0.10.2 gets wrong, and the check.** XLA grows a oneDNN fusion from the dot into
-neighbouring elementwise operations, and those fusions are broken:
+**What jaxlib 0.10.2 gets wrong in oneDNN, and the check.** XLA grows a oneDNN fusion from the dot
+into neighbouring elementwise operations, and those fusions are broken:
 
-* a ``multiply`` by a broadcast operand fused *after* the product (``(x @ w) * c``, a scale or a
+* a ``multiply`` by a broadcast operand fused *after* the product (``(x @ w) * c``: a scale, a
   temperature) computes wrong values (errors of 150-2000 on outputs of order 1-10, measured);
 * an elementwise operation fused *before* it (``(x * s) @ w``, ``exp(p) @ v``) fails to compile in
   oneDNN ("partition compile failed") and the process dies with SIGILL when the step runs.
 
-So :class:`ssl_jax.train.parallel.Engine` compiles the step before it first runs and, if any oneDNN
-fusion holds more than the product (:func:`unsafe_onednn_fusions`; an ``add`` after it computed
-right in our tests, but is not trusted either), compiles it again without the options, with a
-warning (one extra compilation). The models avoid such patterns where it matters: attention scales
-its logits inside the softmax's exponent rather than on a product. SimCSE's and NSP's steps (a
-temperature, a classifier's bias) fall back. Other notes: executables with oneDNN fusions cannot be
-written to JAX's persistent compilation cache ("ToProto is not implemented": a warning, the step
-is compiled each run); XLA hands oneDNN float32 products only (bfloat16 ones on CPUs with
-AVX512-BF16, per its support check). Other backends get no options. ``jax.pmap`` takes no compiler options, so the ``pmap`` mode always
-runs XLA's default.
+So with ``onednn_dots`` :class:`ssl_jax.train.parallel.Engine` compiles the step before it first
+runs and, if any oneDNN fusion holds more than the product (:func:`unsafe_onednn_fusions`; an
+``add`` after it computed right in our tests, but is not trusted either), compiles it again with
+:data:`ONEDNN_FALLBACK`'s options, with a warning (one extra compilation). The models avoid such
+patterns where it matters: attention scales its logits inside the softmax's exponent rather than
+on a product. SimCSE's, NSP's and the image methods' steps (a temperature, a classifier's bias, a
+normalization before a product) fall back. Executables with oneDNN fusions cannot be written to
+JAX's persistent compilation cache ("ToProto is not implemented": a warning, and the step is
+compiled each run). XLA hands oneDNN float32 products only (bfloat16 ones on CPUs with
+AVX512-BF16, per its support check).
 """
 
 from __future__ import annotations
@@ -63,44 +66,71 @@ import warnings
 import jax
 import jax.numpy as jnp
 
-CPU_DOTS = ("default", "onednn")
-
-ONEDNN_DOT_OPTIONS = {
-    "xla_cpu_use_onednn": True,
-    "xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_DOT",
-    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE",
+_T = "LIBRARY_FUSION_TYPE_"
+# config.cpu_kernels -> the train step's compiler options on the CPU backend.
+KERNEL_OPTIONS: dict[str, dict | None] = {
+    "eigen_convs": {"xla_cpu_experimental_ynn_fusion_type": f"{_T}INDIVIDUAL_DOT,{_T}REDUCE"},
+    "onednn_dots": {"xla_cpu_use_onednn": True,
+                    "xla_cpu_experimental_onednn_fusion_type": f"{_T}DOT",
+                    "xla_cpu_experimental_ynn_fusion_type": f"{_T}REDUCE"},
+    "xla_default": None,
 }
+CPU_KERNELS = tuple(KERNEL_OPTIONS)
+# What "onednn_dots" falls back to (a jaxlib without oneDNN, a step the engine finds unsafe).
+ONEDNN_FALLBACK = "eigen_convs"
+
+
+def probe(x, w, m):
+  """A small 3x3 convolution and batched product: what the options must compile."""
+  y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return y, jnp.einsum("bij,bkj->bik", m, m)
 
 
 @functools.lru_cache(maxsize=None)
-def onednn_dot_options() -> tuple[dict | None, str]:
-  """``(options, why)``: :data:`ONEDNN_DOT_OPTIONS` when a small batched product compiled with
-  them on the CPU backend runs as a oneDNN fusion, else ``(None, the reason)``. Checked once per
-  process (one small compile)."""
-  a = jax.ShapeDtypeStruct((2, 8, 16), jnp.float32)
-  try:
-    compiled = jax.jit(lambda x, y: jnp.einsum("bij,bkj->bik", x, y), backend="cpu",
-                       compiler_options=ONEDNN_DOT_OPTIONS).lower(a, a).compile()
-  except Exception as e:  # pylint: disable=broad-except  (XLA raises JaxRuntimeError)
-    return None, f"this jaxlib refuses the options ({type(e).__name__}: {str(e)[:200]})"
-  if "__onednn_fusion" not in compiled.as_text():
-    return None, "this jaxlib ran the test product outside oneDNN with them"
-  return dict(ONEDNN_DOT_OPTIONS), ""
-
-
-def step_compiler_options(cpu_dots: str, backend: str | None = None) -> dict | None:
-  """The ``compiler_options`` of a train step on ``backend`` (default: JAX's default backend)
-  for ``config.cpu_dots`` (:data:`CPU_DOTS`); None: XLA's defaults."""
-  if cpu_dots not in CPU_DOTS:
-    raise ValueError(f"config.cpu_dots={cpu_dots!r} is not valid; choose one of: "
-                     f"{', '.join(CPU_DOTS)}.")
-  if cpu_dots == "default" or (backend or jax.default_backend()) != "cpu":
-    return None
-  options, why = onednn_dot_options()
+def usable(kernels: str) -> tuple[bool, str]:
+  """``(ok, why not)``: whether this jaxlib compiles :func:`probe` on the CPU backend with
+  ``kernels``' options, and for ``"onednn_dots"`` runs its product in oneDNN. Checked once per
+  process and choice (one small compile)."""
+  options = KERNEL_OPTIONS[kernels]
   if options is None:
-    warnings.warn(f"config.cpu_dots='onednn': {why}; the step uses XLA:CPU's default products.",
+    return True, ""
+  args = (jax.ShapeDtypeStruct((1, 8, 8, 4), jnp.float32),
+          jax.ShapeDtypeStruct((3, 3, 4, 4), jnp.float32),
+          jax.ShapeDtypeStruct((2, 8, 16), jnp.float32))
+  try:
+    compiled = jax.jit(probe, backend="cpu", compiler_options=options).lower(*args).compile()
+  except Exception as e:  # pylint: disable=broad-except  (XLA raises JaxRuntimeError)
+    return False, f"this jaxlib refuses its options ({type(e).__name__}: {str(e)[:200]})"
+  if "onednn" in kernels and "__onednn_fusion" not in compiled.as_text():
+    return False, "this jaxlib ran the test product outside oneDNN with its options"
+  return True, ""
+
+
+def step_compiler_options(kernels: str, backend: str | None = None) -> dict | None:
+  """The ``compiler_options`` of a train step on ``backend`` (default: JAX's default backend)
+  for ``config.cpu_kernels`` (:data:`CPU_KERNELS`); None: XLA's defaults. A choice this jaxlib
+  cannot run (:func:`usable`) falls back (``onednn_dots`` -> ``eigen_convs`` -> XLA's default)
+  with a warning."""
+  if kernels not in KERNEL_OPTIONS:
+    raise ValueError(f"config.cpu_kernels={kernels!r} is not valid; choose one of: "
+                     f"{', '.join(CPU_KERNELS)}.")
+  if (backend or jax.default_backend()) != "cpu":
+    return None
+  chosen = kernels
+  while True:
+    ok, why = usable(chosen)
+    if ok:
+      return KERNEL_OPTIONS[chosen]
+    fallback = ONEDNN_FALLBACK if chosen == "onednn_dots" else "xla_default"
+    warnings.warn(f"config.cpu_kernels={kernels!r}: {why}; the step runs {fallback!r}.",
                   RuntimeWarning, stacklevel=2)
-  return options
+    chosen = fallback
+
+
+def kernels_name(options: dict | None) -> str:
+  """The :data:`CPU_KERNELS` entry whose options are ``options`` (what an engine compiled with)."""
+  return next((k for k, v in KERNEL_OPTIONS.items() if v == options), "other")
 
 
 _FUSION = re.compile(r"%(onednn_fusion[\w.\-]*) = [^\n]*?calls=%([\w.\-]+)")

@@ -25,14 +25,14 @@ def test_one_device_equals_eight(make_text_config, text_one_vs_eight):
 
 
 def test_recipe_runs_its_products_in_onednn(make_text_config):
-  """experiments/mlm_pydoc.py sets ``cpu_dots="onednn"``: its step passes the engine's check (no
-  fallback, no warning), its products are oneDNN fusions, and two steps give the default's
-  numbers."""
+  """experiments/mlm_pydoc.py sets ``cpu_kernels="onednn_dots"``: its step passes the engine's
+  check (no fallback, no warning), its products are oneDNN fusions, and two steps give the numbers
+  of the library default's."""
   import warnings
 
   from ssl_jax.train.loop import build, example_batch_for, load_train_source, make_iterator
   config = make_text_config("mlm_pydoc")
-  assert config.cpu_dots == "onednn"
+  assert config.cpu_kernels == "onednn_dots"
   source = load_train_source(config)
   iterator = make_iterator(source, global_batch_size=config.batch_size, seed=0)
   try:
@@ -40,8 +40,8 @@ def test_recipe_runs_its_products_in_onednn(make_text_config):
   finally:
     iterator.close()
   runs = {}
-  for cpu_dots in ("onednn", "default"):
-    config.cpu_dots = cpu_dots
+  for kernels in ("onednn_dots", "eigen_convs"):
+    config.cpu_kernels = kernels
     _, engine, _ = build(config, len(source), devices=jax.devices()[:1])
     state = engine.init_state(jax.random.key(0), example_batch_for(config, source))
     with warnings.catch_warnings():
@@ -49,11 +49,13 @@ def test_recipe_runs_its_products_in_onednn(make_text_config):
       for batch in batches:
         state, metrics = engine.step(state, engine.put_batch(batch))
     text = engine._step.lower(state, engine.put_batch(batches[0])).compile().as_text()
-    assert ("__onednn_fusion" in text) == (cpu_dots == "onednn") and engine.trace_count == 1
-    runs[cpu_dots] = jax.device_get((metrics, state.params))
-  np.testing.assert_allclose(runs["onednn"][0]["loss"], runs["default"][0]["loss"], rtol=1e-5)
+    assert ("__onednn_fusion" in text) == (kernels == "onednn_dots")
+    assert engine.trace_count == 1
+    runs[kernels] = jax.device_get((metrics, state.params))
+  np.testing.assert_allclose(runs["onednn_dots"][0]["loss"], runs["eigen_convs"][0]["loss"],
+                             rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               runs["onednn"][1], runs["default"][1])
+               runs["onednn_dots"][1], runs["eigen_convs"][1])
 
 
 def test_static_masking_repeats_and_dynamic_does_not(make_text_config):

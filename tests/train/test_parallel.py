@@ -145,16 +145,19 @@ def test_unsafe_onednn_fusions_fall_back_to_the_default(reference, mode):
   engine finds them in the compiled step before it runs, warns, and compiles it without the
   options (a second compilation; jit may reuse the trace). The numbers equal the reference's. (A step that does run in oneDNN:
   tests/methods/test_mlm.py.)"""
-  options = step_compiler_options("onednn")
-  with pytest.warns(RuntimeWarning, match=r"fused other operations into \d+ oneDNN product"):
+  options = step_compiler_options("onednn_dots")
+  with pytest.warns(RuntimeWarning, match=r"fused other operations into \d+ oneDNN product.*"
+                    r"cpu_kernels='eigen_convs'"):
     engine, state, hist = run(mode, 8, compiler_options=options)
-  assert engine.compiler_options is None and engine.trace_count <= 2  # 3 steps run
+  assert engine.compiler_options == step_compiler_options("eigen_convs")
+  assert engine.trace_count <= 2  # 3 steps run
   assert "__onednn_fusion" not in _compiled_text(engine)
   assert_same(reference, (engine, state, hist))
 
 
 def test_pmap_takes_no_compiler_options():
-  engine, _, hist = run("pmap", 8, steps=1, compiler_options=step_compiler_options("onednn"))
+  engine, _, hist = run("pmap", 8, steps=1,
+                        compiler_options=step_compiler_options("onednn_dots"))
   assert engine.compiler_options is None and np.isfinite(hist[0]["loss"])
 
 
