@@ -11,8 +11,9 @@ Eigen, and has oneDNN fusions, off by default. ``config.cpu_kernels`` picks
   AVX-512: on a 2-vCPU AMD EPYC Zen 3 (AVX2) a 3x3 64->64 convolution at batch 64, 32x32, took
   2151 ms forward + backward in YNNPACK against 155-173 ms without it; the ResNet-18 SimCLR step
   (batch 64) 23.9 s against 5.8 s (PyTorch: 5.2 s), the default digits CNN's step 261-295 against
-  162-175 ms. On an AMD EPYC Zen 4 (AVX-512) the same layer measured ~2.2x faster and ResNet-18's
-  forward + backward ~20% faster without YNNPACK (``ssl_jax/models/conv.py``).
+  162-175 ms. On an AMD EPYC Zen 4 (AVX-512) the same layer measured ~2.2x faster without
+  YNNPACK (``ssl_jax/models/conv.py``) and the ResNet-18 SimCLR step 4.3 s against 5.6-5.9 s
+  (two interleaved pairs); ViT-Tiny (a patchify convolution only) and BERT were unchanged.
 * ``"onednn_dots"`` (``experiments/mlm_pydoc.py``, ``clm_pydoc.py``): also every product in
   oneDNN (``xla_cpu_use_onednn``, oneDNN fusions for dots; XLA then picks oneDNN before YNNPACK),
   YNNPACK for reductions only. For small Transformers oneDNN's batched products are much faster:
