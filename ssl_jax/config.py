@@ -88,7 +88,7 @@ def base_config() -> ml_collections.ConfigDict:
   # the newest older step that verifies.
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, max_to_keep=3, async_save=True,
                                                 on_corrupt="error"))
-  # health_every: RankMe, alignment and uniformity (ssl_jax.evaluate.monitors) every N steps
+  # health_every: RankMe, alignment and uniformity (ssl_jax.train.monitors) every N steps
   # (1: every step, 0: never); embedding_std (the collapse warning) is logged every step.
   c.log = ml_collections.ConfigDict(dict(every_steps=10, tensorboard=True, health_every=10))
   c.quiet = False
@@ -99,7 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
       knn_k=20, knn_temperature=0.07, batch_size=512,
       # The visual report (ssl_jax.evaluate.report) written after the evaluation at the end.
       report=True, report_projection="pca", report_max_points=2000,
-      # Online linear probe during pretraining (ssl_jax.evaluate.online_probe): "auto" = on when
+      # Online linear probe during pretraining (ssl_jax.train.online_probe): "auto" = on when
       # the dataset has class labels, "on", "off"; its own Adam optimizer at online_probe_lr.
       online_probe="auto", online_probe_lr=1e-2,
       # Fine-tuning (ssl_jax.evaluate.finetune): DIR/finetune/<name>/, the pretrained encoder and a

@@ -37,7 +37,7 @@ from ssl_jax.bench import flops as flops_lib
 from ssl_jax.bench import peak as peak_lib
 from ssl_jax.data import make_iterator
 from ssl_jax.data.sources import ArraySource
-from ssl_jax.evaluate.online_probe import probe_classes
+from ssl_jax.train.online_probe import probe_classes
 from ssl_jax.train import xla_options
 from ssl_jax.train.loop import build_for_pretraining, example_batch_for, load_train_source
 from ssl_jax.train.preprocess import make_preprocess, make_view_preprocess

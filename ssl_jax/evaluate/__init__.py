@@ -1,8 +1,9 @@
 """Evaluation: weighted kNN, linear probe, few-label protocol, result tables (on feature arrays
 ``[N, D]`` the caller extracted once per source; see
 :func:`ssl_jax.evaluate.fewshot.evaluate_features` for the eval.json schema), and, in their own
-modules (imported on demand): health monitors (``monitors``), the online probe (``online_probe``),
-fine-tuning (``finetune``), the workdir runner (``runner``) and the visual report (``report``).
+modules (imported on demand): fine-tuning (``finetune``), the workdir runner (``runner``) and the
+visual report (``report``). Training-time health monitors and the online probe live in the
+training layer (:mod:`ssl_jax.train.monitors`, :mod:`ssl_jax.train.online_probe`).
 """
 
 from ssl_jax.evaluate.fewshot import (DEFAULT_FEW_LABEL_L2, cv_select_l2, evaluate_features,

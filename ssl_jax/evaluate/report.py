@@ -4,7 +4,7 @@
 ``eval.json`` / ``eval_<dataset>.json``, the latest checkpoint) and writes, for whatever is there:
 
 * ``training.png``: the loss and the learning rate over steps;
-* ``health.png``: the health monitors over steps (:mod:`ssl_jax.evaluate.monitors`: embedding
+* ``health.png``: the health monitors over steps (:mod:`ssl_jax.train.monitors`: embedding
   std ratio with the collapse threshold, RankMe, alignment, uniformity, teacher agreement) and the
   online probe's accuracy when the run had one;
 * ``fewshot.png``: accuracy against labels per class (1 / 5 / 10 / ... / all) for each protocol,
@@ -32,7 +32,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ssl_jax.evaluate.fewshot import budget_sort_key
-from ssl_jax.evaluate.monitors import COLLAPSE_THRESHOLD
+from ssl_jax.train.monitors import COLLAPSE_THRESHOLD
 
 REPORT_DIR = "report"
 PROJECTIONS = ("pca", "tsne")

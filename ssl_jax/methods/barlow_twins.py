@@ -19,7 +19,7 @@ As the official code (``BarlowTwins`` in ``main.py`` of facebookresearch/barlowt
   the biases' nor the weight decay's share.
 
 Metrics: ``loss`` (scaled), the collapse monitor on the first view's projections
-(:func:`ssl_jax.evaluate.monitors.embedding_std`), and the two terms of the loss:
+(:func:`ssl_jax.train.monitors.embedding_std`), and the two terms of the loss:
 ``bt_on_diag = sum_i (1 - C_ii)^2`` (computed here from the diagonal, ``O(N D)``) and
 ``bt_off_diag = sum_{i != j} C_ij^2``, recovered as ``(loss / scale_loss - bt_on_diag) /
 lambda_`` so the ``[D, D]`` matrix is not built twice.
@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.evaluate.monitors import method_health
+from ssl_jax.train.monitors import method_health
 from ssl_jax.losses._utils import global_mean
 from ssl_jax.losses.redundancy import _standardize  # the loss's own standardization (same eps)
 from ssl_jax.methods import Method, no_update

@@ -27,9 +27,9 @@ target starts as a copy of the online encoder and projector (the paper's algorit
 initialization open; the official code initializes it independently and reports no difference).
 ``features`` is the online encoder, as the paper evaluates.
 
-The collapse monitor (:func:`ssl_jax.evaluate.monitors.embedding_std`) is computed on the online
+The collapse monitor (:func:`ssl_jax.train.monitors.embedding_std`) is computed on the online
 projection of view ``a`` (the target's projection of it differs only by the EMA lag), with the
-other health monitors (:func:`ssl_jax.evaluate.monitors.health_metrics`: RankMe and uniformity of
+other health monitors (:func:`ssl_jax.train.monitors.health_metrics`: RankMe and uniformity of
 it, alignment with the online projection of view ``b``) and ``teacher_agreement``, the mean cosine
 of the online prediction ``p_a`` and the target projection ``t_b`` it regresses.
 """
@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.evaluate.monitors import method_health
+from ssl_jax.train.monitors import method_health
 from ssl_jax.methods import Method
 from ssl_jax.methods.common import (bn_axis, build_encoder, cosine_momentum, encoder_features,
                                    teacher_after_forward, teacher_init, teacher_update,

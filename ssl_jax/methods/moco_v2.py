@@ -47,7 +47,7 @@ network is complete).
 
 ``method_state = {"key": {"params", "batch_stats"}, "queue": [K, D] float32, "queue_ptr": int32}``.
 ``features`` is the query encoder (before the head), as the paper evaluates. Health monitors
-(:func:`ssl_jax.evaluate.monitors.health_metrics`) are taken on the queries ``q_a``; alignment and
+(:func:`ssl_jax.train.monitors.health_metrics`) are taken on the queries ``q_a``; alignment and
 ``teacher_agreement`` on the positive pairs the loss uses, query ``q_a`` and key ``k_b``.
 """
 
@@ -58,7 +58,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.evaluate.monitors import method_health
+from ssl_jax.train.monitors import method_health
 from ssl_jax.losses._utils import l2_normalize
 from ssl_jax.methods import Method
 from ssl_jax.methods.common import (bn_axis, build_encoder, ema, encoder_features, encoder_width,

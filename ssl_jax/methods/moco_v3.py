@@ -32,7 +32,7 @@ both views; each query must pick its own key among the keys of the whole global 
 
 ``method_state = {"momentum": {"params": {"encoder", "projector"}, "batch_stats": {...}}}``.
 ``features`` is the base encoder (the class token of a ViT, before the projector), as the paper
-evaluates. The health monitors (:func:`ssl_jax.evaluate.monitors.health_metrics`) are computed on
+evaluates. The health monitors (:func:`ssl_jax.train.monitors.health_metrics`) are computed on
 the query (prediction) of view ``a``, alignment between the two views' queries, and
 ``teacher_agreement`` between the query ``q1`` and the momentum key ``k2`` it is trained to match.
 """
@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.evaluate.monitors import method_health
+from ssl_jax.train.monitors import method_health
 from ssl_jax.losses._utils import l2_normalize
 from ssl_jax.methods import Method
 from ssl_jax.methods.common import (bn_axis, build_encoder, cosine_momentum, encoder_features,

@@ -30,7 +30,7 @@ replicated and identical on every device and for any device count), the oldest r
 step skipped for a non-finite loss pushes nothing (the engine holds the method state back).
 
 Metrics: ``loss``, the collapse monitor on the first view's projections
-(:func:`ssl_jax.evaluate.monitors.embedding_std`) and ``nn_acc``: the fraction of the global
+(:func:`ssl_jax.train.monitors.embedding_std`) and ``nn_acc``: the fraction of the global
 batch whose nearest neighbour (first view) carries the same class label, as solo-learn logs it.
 Labels enter only this metric, through ``queue_label`` (never the loss); rows not yet filled hold
 -1 and never match. Without a ``label`` in the batch the metric is omitted.
@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.evaluate.monitors import method_health
+from ssl_jax.train.monitors import method_health
 from ssl_jax.losses._utils import global_mean, l2_normalize
 from ssl_jax.methods import Method, no_update
 from ssl_jax.methods.common import (bn_axis, build_encoder, encoder_features, encoder_width,

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.evaluate.monitors import method_health
+from ssl_jax.train.monitors import method_health
 from ssl_jax.methods import Method, no_update
 from ssl_jax.methods.common import (bn_axis, build_encoder, encoder_features, plain_init,
                                    two_views)

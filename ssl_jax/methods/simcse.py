@@ -17,7 +17,7 @@ import ml_collections
 from flax import nnx
 
 from ssl_jax import losses
-from ssl_jax.evaluate.monitors import method_health
+from ssl_jax.train.monitors import method_health
 from ssl_jax.methods import Method, no_update
 from ssl_jax.methods.common import plain_init
 from ssl_jax.methods.text_common import (build_transformer, check_encoder, example_keys,

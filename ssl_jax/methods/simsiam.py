@@ -28,7 +28,7 @@ stops the gradient to its target (the stop-gradient is part of that loss), so th
 :func:`negative_cosine_no_stop_gradient` below: the same forward value, with gradients flowing
 into both arguments.
 
-The collapse monitor (:func:`ssl_jax.evaluate.monitors.embedding_std`) is computed on ``z_a``,
+The collapse monitor (:func:`ssl_jax.train.monitors.embedding_std`) is computed on ``z_a``,
 the projection that is the loss's target: the quantity of the paper's figure 2 (middle). With the
 output BatchNorm (the default), every dimension of ``z`` is standardized over the batch, so that
 per-dimension std cannot fall to 0 even when the stop-gradient is removed (on digits it stayed
@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.evaluate.monitors import method_health
+from ssl_jax.train.monitors import method_health
 from ssl_jax.losses._utils import AxisName, global_mean, l2_normalize
 from ssl_jax.methods import Method, no_update
 from ssl_jax.methods.common import (bn_axis, build_encoder, encoder_features, plain_init,

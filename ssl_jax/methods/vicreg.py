@@ -12,7 +12,7 @@ separately, so BatchNorm statistics are those of one view (synced over the data 
 ``config.sync_bn``, as the official ``SyncBatchNorm``).
 
 Metrics: ``loss``, the collapse monitor on the first view's expander outputs
-(:func:`ssl_jax.evaluate.monitors.embedding_std`), and the three unweighted terms:
+(:func:`ssl_jax.train.monitors.embedding_std`), and the three unweighted terms:
 ``vicreg_invariance`` (the MSE) and ``vicreg_variance`` (the averaged hinge on the standard
 deviations) computed here in ``O(N D)``, and ``vicreg_covariance`` recovered from the loss as
 ``(loss - sim_weight * invariance - var_weight * variance) / cov_weight`` (so the ``[D, D]``
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.evaluate.monitors import method_health
+from ssl_jax.train.monitors import method_health
 from ssl_jax.losses._utils import global_count, global_mean
 from ssl_jax.methods import Method, no_update
 from ssl_jax.methods.barlow_twins import build_networks, embed_views

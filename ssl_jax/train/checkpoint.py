@@ -130,12 +130,12 @@ def check_compatible(expected: PyTree, found: PyTree, *, what: str = "checkpoint
     differing = list(problems)
     extra = any(p not in want for p in differing)
     absent = any(p not in got for p in differing)
-    if all("online_probe" in p for p in differing):  # ssl_jax.evaluate.online_probe.STATE_KEY
+    if all("online_probe" in p for p in differing):  # ssl_jax.train.online_probe.STATE_KEY
       how = ("the run had one, this engine has none" if extra else
              "this engine has one, the run had none" if absent else "its class count differs")
       hint = (f"\nOnly the online probe differs ({how}). Build the engine as pretraining does, "
               "with online_probe_classes=probe_classes(config, source) "
-              "(ssl_jax.evaluate.online_probe), or with none for a run without a probe.")
+              "(ssl_jax.train.online_probe), or with none for a run without a probe.")
     raise ValueError(f"The {what} does not match the model built from this config "
                      f"({len(problems)} mismatched leaves); nothing was restored:\n"
                      + "\n".join(f"  {p}: {m}" for p, m in problems.items()) + hint)

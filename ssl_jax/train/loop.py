@@ -23,7 +23,7 @@ import numpy as np
 from ssl_jax import config as config_lib
 from ssl_jax import methods
 from ssl_jax.data import load_source, make_iterator
-from ssl_jax.evaluate.monitors import COLLAPSE_THRESHOLD
+from ssl_jax.train.monitors import COLLAPSE_THRESHOLD
 from ssl_jax.train import optim, xla_options
 from ssl_jax.train.checkpoint import Checkpointer
 from ssl_jax.train.logging import MetricsLogger
@@ -178,11 +178,11 @@ def load_train_source(config, split: str | None = None):
 def build(config, num_examples: int, *, devices=None, online_probe_classes: int | None = None):
   """The method, optimizer and engine of a run (shared by pretraining and benchmarks); with
   ``online_probe_classes`` the method carries an online linear probe
-  (:func:`ssl_jax.evaluate.online_probe.with_online_probe`)."""
+  (:func:`ssl_jax.train.online_probe.with_online_probe`)."""
   steps_per_epoch, total_steps = steps_for(config, num_examples)
   method = methods.make(config.method, config, total_steps=total_steps)
   if online_probe_classes:
-    from ssl_jax.evaluate.online_probe import with_online_probe  # pylint: disable=g-import-not-at-top
+    from ssl_jax.train.online_probe import with_online_probe  # pylint: disable=g-import-not-at-top
     method = with_online_probe(method, num_classes=online_probe_classes,
                                learning_rate=config.eval.online_probe_lr)
   tx, _ = optim.build_optimizer(config.optimizer, batch_size=config.batch_size,
@@ -198,9 +198,9 @@ def build(config, num_examples: int, *, devices=None, online_probe_classes: int 
 
 def build_for_pretraining(config, source, *, devices=None):
   """:func:`build` as :func:`pretrain` runs it on ``source``: the online probe's class count is
-  worked out from the config and the data (:func:`ssl_jax.evaluate.online_probe.probe_classes`).
+  worked out from the config and the data (:func:`ssl_jax.train.online_probe.probe_classes`).
   Benchmarks use it too, so that they time the same step."""
-  from ssl_jax.evaluate.online_probe import probe_classes  # pylint: disable=g-import-not-at-top
+  from ssl_jax.train.online_probe import probe_classes  # pylint: disable=g-import-not-at-top
   return build(config, len(source), devices=devices,
                online_probe_classes=probe_classes(config, source))
 

@@ -16,7 +16,7 @@ loss, so:
 The engine's 1-vs-8-device test proves each of these, with a negative control.
 
 The loss sees the step number as ``batch["step"]`` (an int32 scalar, the same on every device),
-e.g. for monitors computed every N steps (:func:`ssl_jax.evaluate.monitors.method_health`).
+e.g. for monitors computed every N steps (:func:`ssl_jax.train.monitors.method_health`).
 
 A step whose loss or gradient norm is not finite is skipped: parameters, optimizer state, batch
 statistics and method state are all held back, and ``skips``/``total_skips`` count it.

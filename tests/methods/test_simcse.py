@@ -50,7 +50,7 @@ def test_learns_on_pystdlib(make_text_config, tmp_path):
   SimCSE is argued to fix). Retrieval of second halves is reported, not asserted: see the
   README."""
   from ssl_jax import methods
-  from ssl_jax.evaluate.monitors import alignment_uniformity
+  from ssl_jax.train.monitors import alignment_uniformity
   from ssl_jax.evaluate.runner import restore_run
   from ssl_jax.train.loop import load_train_source, pretrain
   config = make_text_config("simcse_pystdlib", **{

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ssl_jax import losses, methods
-from ssl_jax.evaluate.monitors import COLLAPSE_THRESHOLD
+from ssl_jax.train.monitors import COLLAPSE_THRESHOLD
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
 HEADS = {"method": "simsiam", "method_kwargs.proj_hidden_dim": 32, "method_kwargs.proj_dim": 16,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from ssl_jax.evaluate import monitors
+from ssl_jax.train import monitors
 
 
 def reference(z):

@@ -12,7 +12,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from ssl_jax import methods
-from ssl_jax.evaluate import online_probe
+from ssl_jax.train import online_probe
 
 
 def test_closed_form_gradient_matches_autodiff():
