@@ -157,7 +157,8 @@ def make_classifier_method(nets: Networks, start: dict, *, label_smoothing: floa
     metrics = {"loss": loss, "train_acc": jax.lax.stop_gradient(correct / count)}
     return loss, (metrics, nets.batch_stats(model), method_state)
 
-  def features(params, batch_stats, images):
+  def features(params, batch_stats, method_state, images):
+    del method_state
     model = nets.bind(params, batch_stats)
     return model.head(model.encoder(images, train=False))
 
@@ -271,7 +272,7 @@ def finetune_run(workdir: str, *, source: str = "ssl", step: int | None = None,
     iterator.close()
     logger.close()
   final = engine.global_state(state)
-  logits = extract_features(lambda x: method.features(final.params, final.batch_stats, x), test_x,
+  logits = extract_features(lambda x: method.features(final.params, final.batch_stats, final.method_state, x), test_x,
                             batch_size=config.eval.batch_size, preprocess=config.eval_preprocess)
   accuracy = float(np.mean(np.argmax(logits, -1) == test_y))
   if return_state:

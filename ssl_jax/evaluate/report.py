@@ -241,8 +241,7 @@ def embed_test_split(workdir: str, config, *, max_points: int, seed: int = 0):
   images = np.stack([ex["image"] for ex in examples])
   labels = np.array([int(ex["label"]) for ex in examples])
   run = restore_run(workdir, images.shape[1:], config=config)
-  params, stats = run.trained["params"], run.trained["batch_stats"]
-  feats = extract_features(lambda x: run.method.features(params, stats, x), images,
+  feats = extract_features(run.features_fn(), images,
                            batch_size=config.eval.batch_size, preprocess=config.eval_preprocess)
   return feats, labels, getattr(source, "class_names", None), run.step
 

@@ -81,8 +81,15 @@ class Restored(NamedTuple):
   config: ml_collections.ConfigDict
   method: Any
   step: int
-  trained: dict  # {"params", "batch_stats"} restored from the checkpoint
-  initial: dict  # {"params", "batch_stats"} the run started from (the random-init baseline)
+  trained: dict  # {"params", "batch_stats", "method_state"} restored from the checkpoint
+  initial: dict  # the same the run started from (the random-init baseline)
+
+  def features_fn(self, which: str = "trained"):
+    """``inputs -> features`` of the ``trained`` or ``initial`` networks (``Method.features``
+    with the restored method-state entries it reads)."""
+    tree = getattr(self, which)
+    return lambda x: self.method.features(tree["params"], tree["batch_stats"],
+                                          tree["method_state"], x)
 
 
 def restore_run(workdir: str, image_shape, *, step: int | None = None,
@@ -111,11 +118,14 @@ def restore_run(workdir: str, image_shape, *, step: int | None = None,
       raise FileNotFoundError(f"No committed checkpoint in {ckpt.directory}.")
     example = (None if image_shape is None  # text methods build their networks from the config
                else {"image": jax.ShapeDtypeStruct((1, *image_shape), jnp.uint8)})
-    init_params, init_stats, _ = method.init(init_key(jax.random.key(config.seed)), example)
-    initial = {"params": init_params, "batch_stats": init_stats}
+    init_params, init_stats, init_ms = method.init(init_key(jax.random.key(config.seed)), example)
+    initial = {"params": init_params, "batch_stats": init_stats,
+               "method_state": {k: init_ms[k] for k in method.eval_state}}
     # Restored into the network's own structure: the stored one has string keys only ("0" for
     # the layer-list key 0).
-    trained = ckpt.restore_tree(step=used_step, target=initial)
+    trained = ckpt.restore_tree(step=used_step, target=initial,
+                                method_state_keys=method.eval_state)
+    trained.setdefault("method_state", {})
   finally:
     ckpt.close()
   return Restored(config, method, int(used_step), trained, initial)
@@ -198,15 +208,11 @@ def evaluate_workdir(workdir: str, *, dataset: str | None = None, step: int | No
   test_x, test_y = load_arrays(dataset, config.test_split, **kwargs)
   num_classes = int(max(train_y.max(), test_y.max())) + 1
   run = restore_run(workdir, train_x.shape[1:], step=step, config=config)
-  method, used_step = run.method, run.step
-  trained = run.trained
-  init_params, init_stats = run.initial["params"], run.initial["batch_stats"]
+  used_step = run.step
   sources = {}
-  for name, (params, stats) in (("ssl", (trained["params"], trained["batch_stats"])),
-                                ("random_init", (init_params, init_stats))) if probes else ():
-    fn = lambda x, p=params, s=stats: method.features(p, s, x)
+  for name, which in (("ssl", "trained"), ("random_init", "initial")) if probes else ():
     sources[name] = tuple(
-        extract_features(fn, x, batch_size=config.eval.batch_size,
+        extract_features(run.features_fn(which), x, batch_size=config.eval.batch_size,
                          preprocess=config.eval_preprocess) for x in (train_x, test_x))
   if probes:
     sources["raw"] = tuple(x.reshape(len(x), -1).astype(np.float32) / 255

@@ -68,10 +68,11 @@ def frame_texts(texts, tokenizer, *, seq_len: int, style: str) -> dict[str, np.n
   return {"tokens": tokens, "segment_ids": segment_ids, "positions": positions}
 
 
-def text_features(method, params, batch_stats, arrays, *, batch_size: int) -> np.ndarray:
-  """``method.features`` over every row of ``arrays``, in fixed-size batches (one compilation)."""
-  run = jax.jit(lambda p, s, x: method.features(p, s, x))
-  return map_in_batches(lambda x: run(params, batch_stats, x), arrays, batch_size=batch_size)
+def text_features(method, weights, arrays, *, batch_size: int) -> np.ndarray:
+  """``method.features`` of ``weights`` (``{"params", "batch_stats", "method_state"}``) over every
+  row of ``arrays``, in fixed-size batches (one compilation)."""
+  run = jax.jit(lambda w, x: method.features(w["params"], w["batch_stats"], w["method_state"], x))
+  return map_in_batches(lambda x: run(weights, x), arrays, batch_size=batch_size)
 
 
 def lm_scores(config, params, source, unigram_log_probs: np.ndarray, *,
@@ -175,8 +176,8 @@ def evaluate_text_workdir(workdir: str, *, config, step: int | None = None,
             for name, t in texts.items()}
   sources = {}
   for source, weights in (("ssl", run.trained), ("random_init", run.initial)):
-    feats = {name: text_features(run.method, weights["params"], weights["batch_stats"], arrays,
-                                 batch_size=bs) for name, arrays in framed.items()}
+    feats = {name: text_features(run.method, weights, arrays, batch_size=bs)
+             for name, arrays in framed.items()}
     suffix = "" if source == "ssl" else "_random_init"
     results[f"retrieval_recall_at_1{suffix}"] = _recall_at_1(feats["first"], feats["second"])
     if docstring_task:

@@ -35,7 +35,7 @@ from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
 from ssl_jax.losses._utils import global_mean
 from ssl_jax.losses.redundancy import _standardize  # the loss's own standardization (same eps)
-from ssl_jax.methods import Method, no_update
+from ssl_jax.methods import Method, RunInfo, no_update
 from ssl_jax.methods.common import (bn_axis, build_encoder, encoder_features, plain_init,
                                    two_views)
 from ssl_jax.models.heads import MLPHead
@@ -80,8 +80,8 @@ def embed_views(nets: Networks, params, batch_stats, batch, *, axis_name, use_pr
   return out[0], out[1], nets.batch_stats(model)
 
 
-def make(config, *, total_steps: int | None = None) -> Method:
-  del total_steps  # no schedule of its own
+def make(config, run: RunInfo = RunInfo()) -> Method:
+  del run  # no schedule of its own
   kw = config.method_kwargs
   if kw.proj_layers < 0:
     raise ValueError(f"barlow_twins: proj_layers must be >= 0, got {kw.proj_layers}.")

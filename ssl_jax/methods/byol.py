@@ -11,7 +11,7 @@ of the online encoder and projector and is never trained by gradient (section 3.
 * ``target <- m * target + (1 - m) * online`` after every optimizer step, with BYOL's cosine
   schedule ``m = 1 - (1 - base_momentum) (cos(pi k / K) + 1) / 2`` from ``base_momentum`` (0.996)
   at step 0 to 1 at the last step ``K`` (section 3.2; :func:`ssl_jax.methods.common.cosine_momentum`
-  with ``total_steps`` from :func:`make`).
+  with the run's ``total_steps`` from :func:`make`).
 * As the official code, each view goes through the networks in its own forward pass (BatchNorm
   statistics per view, synced over the data axis when ``config.sync_bn``), and the target network
   runs in training mode: it normalizes with its batch statistics and keeps its *own* BatchNorm
@@ -42,7 +42,7 @@ import ml_collections
 
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
-from ssl_jax.methods import Method
+from ssl_jax.methods import Method, RunInfo
 from ssl_jax.methods.common import (bn_axis, build_encoder, cosine_momentum, encoder_features,
                                    teacher_after_forward, teacher_init, teacher_update,
                                    two_views)
@@ -81,8 +81,9 @@ def build_networks(config, *, with_predictor: bool) -> Networks:
   return Networks(build)
 
 
-def make(config, *, total_steps: int | None = None) -> Method:
+def make(config, run: RunInfo = RunInfo()) -> Method:
   kw = config.method_kwargs
+  total_steps = run.total_steps
   online_nets = build_networks(config, with_predictor=True)
   target_nets = build_networks(config, with_predictor=False)
   target_keys = ("encoder", "projector") if kw.proj_layers else ("encoder",)

@@ -42,7 +42,7 @@ def cosine_momentum(step, total_steps: int, base: float, final: float = 1.0):
   """
   if total_steps is None or total_steps <= 0:
     raise ValueError(f"cosine_momentum needs total_steps > 0, got {total_steps}; build the method "
-                     "with make(config, total_steps=...).")
+                     "with methods.make(name, config, run=RunInfo(total_steps=...)).")
   progress = jnp.clip(jnp.asarray(step, jnp.float32) / total_steps, 0.0, 1.0)
   return final - (final - base) * (jnp.cos(math.pi * progress) + 1.0) / 2.0
 
@@ -113,9 +113,10 @@ def plain_init(nets: Networks) -> Callable:
 
 def encoder_features(nets: Networks) -> Callable:
   """``Method.features``: the ``encoder`` of ``nets`` (before any head), BatchNorm in inference
-  mode, as every paper here evaluates."""
+  mode, as every paper here evaluates (the method state is not read)."""
 
-  def features(params, batch_stats, images):
+  def features(params, batch_stats, method_state, images):
+    del method_state
     return nets.bind(params, batch_stats).encoder(images, train=False)
 
   return features

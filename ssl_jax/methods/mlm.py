@@ -26,7 +26,7 @@ import ml_collections
 from ssl_jax import losses
 from ssl_jax.losses.text import weighted_mean
 from ssl_jax.masking import bert_mask
-from ssl_jax.methods import Method, no_update
+from ssl_jax.methods import Method, RunInfo, no_update
 from ssl_jax.methods.common import plain_init
 from ssl_jax.methods.text_common import (build_transformer, check_encoder, example_keys,
                                          gather_positions, text_features, tokenizer_for)
@@ -99,8 +99,8 @@ def mlm_forward(config, tokenizer, model, batch, rng, *, axis_name):
   return loss, metrics, hidden
 
 
-def make(config, *, total_steps: int | None = None) -> Method:
-  del total_steps
+def make(config, run: RunInfo = RunInfo()) -> Method:
+  del run
   check_encoder(config, causal=False)
   tokenizer = tokenizer_for(config)
   nets = build_networks(config, tokenizer)

@@ -60,7 +60,7 @@ import ml_collections
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
 from ssl_jax.losses._utils import l2_normalize
-from ssl_jax.methods import Method
+from ssl_jax.methods import Method, RunInfo
 from ssl_jax.methods.common import (bn_axis, build_encoder, ema, encoder_features, encoder_width,
                                    gather_global, push, teacher_after_forward, two_views)
 from ssl_jax.models.heads import MLPHead
@@ -100,8 +100,8 @@ def build_networks(config) -> Networks:
   return Networks(build)
 
 
-def make(config, *, total_steps: int | None = None) -> Method:
-  del total_steps  # constant momentum: no schedule
+def make(config, run: RunInfo = RunInfo()) -> Method:
+  del run  # constant momentum: no schedule
   kw = config.method_kwargs
   pushed = config.batch_size * (2 if kw.symmetric else 1)
   if pushed > kw.queue_size:

@@ -46,7 +46,7 @@ import ml_collections
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
 from ssl_jax.losses._utils import l2_normalize
-from ssl_jax.methods import Method
+from ssl_jax.methods import Method, RunInfo
 from ssl_jax.methods.common import (bn_axis, build_encoder, cosine_momentum, encoder_features,
                                    teacher_after_forward, teacher_init, teacher_update,
                                    two_views)
@@ -90,7 +90,7 @@ def build_networks(config, *, with_predictor: bool) -> Networks:
   return Networks(build)
 
 
-def make(config, *, total_steps: int | None = None) -> Method:
+def make(config, run: RunInfo = RunInfo()) -> Method:
   kw = config.method_kwargs
   base_nets = build_networks(config, with_predictor=True)
   momentum_nets = build_networks(config, with_predictor=False)
@@ -134,7 +134,7 @@ def make(config, *, total_steps: int | None = None) -> Method:
 
   def update(params, batch_stats, method_state, step):
     del batch_stats  # the momentum network keeps its own BatchNorm statistics
-    m = momentum_at(step + 1, total_steps, kw)
+    m = momentum_at(step + 1, run.total_steps, kw)
     return {"momentum": teacher_update(method_state["momentum"], params, m)}
 
   return Method(init=init, loss_fn=loss_fn, update=update, features=encoder_features(base_nets))

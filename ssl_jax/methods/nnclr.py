@@ -45,7 +45,7 @@ import ml_collections
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
 from ssl_jax.losses._utils import global_mean, l2_normalize
-from ssl_jax.methods import Method, no_update
+from ssl_jax.methods import Method, RunInfo, no_update
 from ssl_jax.methods.common import (bn_axis, build_encoder, encoder_features, encoder_width,
                                    gather_global, two_views)
 from ssl_jax.models.heads import MLPHead
@@ -94,8 +94,8 @@ def push(queue: jax.Array, rows: jax.Array) -> jax.Array:
   return jnp.concatenate([queue, rows.astype(queue.dtype)])[-queue.shape[0]:]
 
 
-def make(config, *, total_steps: int | None = None) -> Method:
-  del total_steps  # no schedule of its own
+def make(config, run: RunInfo = RunInfo()) -> Method:
+  del run  # no schedule of its own
   kw = config.method_kwargs
   if kw.queue_size < 1:
     raise ValueError(f"nnclr: queue_size must be >= 1, got {kw.queue_size}.")

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.methods import Method, mlm, no_update
+from ssl_jax.methods import Method, RunInfo, mlm, no_update
 from ssl_jax.methods.common import plain_init
 from ssl_jax.methods.text_common import check_encoder, text_features, tokenizer_for
 
@@ -34,8 +34,8 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def make(config, *, total_steps: int | None = None) -> Method:
-  del total_steps
+def make(config, run: RunInfo = RunInfo()) -> Method:
+  del run
   check_encoder(config, causal=False)
   tokenizer = tokenizer_for(config)
   nets = mlm.build_networks(config, tokenizer, nsp=True)

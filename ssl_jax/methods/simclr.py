@@ -17,7 +17,7 @@ import ml_collections
 
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
-from ssl_jax.methods import Method, no_update
+from ssl_jax.methods import Method, RunInfo, no_update
 from ssl_jax.methods.common import (bn_axis, build_encoder, encoder_features, plain_init,
                                    two_views)
 from ssl_jax.models.heads import MLPHead
@@ -52,8 +52,8 @@ def build_networks(config, *, projector_dims: tuple[int, int, int, str]) -> Netw
   return Networks(build)
 
 
-def make(config, *, total_steps: int | None = None) -> Method:
-  del total_steps  # no schedule of its own
+def make(config, run: RunInfo = RunInfo()) -> Method:
+  del run  # no schedule of its own
   kw = config.method_kwargs
   nets = build_networks(config, projector_dims=(kw.proj_hidden_dim, kw.proj_dim, kw.proj_layers,
                                                 kw.proj_output_norm))

@@ -18,7 +18,7 @@ from flax import nnx
 
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
-from ssl_jax.methods import Method, no_update
+from ssl_jax.methods import Method, RunInfo, no_update
 from ssl_jax.methods.common import plain_init
 from ssl_jax.methods.text_common import (build_transformer, check_encoder, example_keys,
                                          text_features, tokenizer_for)
@@ -47,8 +47,8 @@ def build_networks(config, tokenizer) -> Networks:
   return Networks(build)
 
 
-def make(config, *, total_steps: int | None = None) -> Method:
-  del total_steps
+def make(config, run: RunInfo = RunInfo()) -> Method:
+  del run
   check_encoder(config, causal=False)
   tokenizer = tokenizer_for(config)
   nets = build_networks(config, tokenizer)

@@ -46,7 +46,7 @@ import ml_collections
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
 from ssl_jax.losses._utils import AxisName, global_mean, l2_normalize
-from ssl_jax.methods import Method, no_update
+from ssl_jax.methods import Method, RunInfo, no_update
 from ssl_jax.methods.common import (bn_axis, build_encoder, encoder_features, plain_init,
                                    two_views)
 from ssl_jax.models.heads import MLPHead
@@ -93,8 +93,8 @@ def build_networks(config) -> Networks:
   return Networks(build)
 
 
-def make(config, *, total_steps: int | None = None) -> Method:
-  del total_steps  # no schedule of its own
+def make(config, run: RunInfo = RunInfo()) -> Method:
+  del run  # no schedule of its own
   kw = config.method_kwargs
   nets = build_networks(config)
   criterion = losses.negative_cosine if kw.stop_gradient else negative_cosine_no_stop_gradient

@@ -78,9 +78,10 @@ def example_keys(rng: jax.Array, index: jax.Array, salt: int = 0) -> jax.Array:
 def text_features(nets, body: str = "encoder") -> Callable:
   """``Method.features`` for text: the mean of the encoder's last hidden states over each row's
   real tokens, no dropout. ``inputs`` is ``{"tokens", "segment_ids"[, "positions",
-  "type_ids"]}`` ``[N, T]``."""
+  "type_ids"]}`` ``[N, T]``; the method state is not read."""
 
-  def features(params, batch_stats, inputs):
+  def features(params, batch_stats, method_state, inputs):
+    del method_state
     model = getattr(nets.bind(params, batch_stats), body)
     hidden = model(inputs["tokens"], segment_ids=inputs["segment_ids"],
                    positions=inputs.get("positions"), type_ids=inputs.get("type_ids"))

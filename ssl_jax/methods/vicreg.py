@@ -28,7 +28,7 @@ import ml_collections
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
 from ssl_jax.losses._utils import global_count, global_mean
-from ssl_jax.methods import Method, no_update
+from ssl_jax.methods import Method, RunInfo, no_update
 from ssl_jax.methods.barlow_twins import build_networks, embed_views
 from ssl_jax.methods.common import bn_axis, encoder_features, plain_init
 
@@ -58,8 +58,8 @@ def _terms(z_a, z_b, eps, axis_name):
   return invariance, variance
 
 
-def make(config, *, total_steps: int | None = None) -> Method:
-  del total_steps  # no schedule of its own
+def make(config, run: RunInfo = RunInfo()) -> Method:
+  del run  # no schedule of its own
   kw = config.method_kwargs
   if kw.proj_layers < 0:
     raise ValueError(f"vicreg: proj_layers must be >= 0, got {kw.proj_layers}.")

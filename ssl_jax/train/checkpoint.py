@@ -273,12 +273,15 @@ class Checkpointer:
     return tree_to_state(restored[STATE], like), (restored[DATA] if has_data else None)
 
   def restore_tree(self, *, step: int | None = None, keys=("params", "batch_stats"),
-                   target: dict | None = None) -> dict:
+                   target: dict | None = None, method_state_keys=()) -> dict:
     """Restores only some top-level entries (e.g. for evaluation), as host NumPy arrays.
 
     Args:
       step: the step (default: latest).
       keys: top-level entries of the state to read.
+      method_state_keys: entries of ``method_state`` to read as well (a teacher that evaluation
+        probes, ``Method.eval_state``), returned under ``"method_state"``; the others (queues, an
+        online probe) are not read.
       target: optional ``{key: tree}`` of arrays or ``ShapeDtypeStruct`` (e.g. a freshly built
         network's ``params`` and ``batch_stats``) giving the structure to restore into; checked
         against the checkpoint like :meth:`restore`. Without it the structure is the stored one,
@@ -288,6 +291,14 @@ class Checkpointer:
     step = self.verified_step(step)
     stored = self._manager.item_metadata(step)[STATE]
     tree = getattr(stored, "tree", stored)
+    if method_state_keys:
+      stored_ms = tree.get("method_state") or {}
+      absent = [k for k in method_state_keys if k not in stored_ms]
+      if absent:
+        raise ValueError(f"checkpoint at step {step} has no method_state entries {absent} (it "
+                         f"holds {sorted(stored_ms)}): it was not written by this method.")
+      tree = {**tree, "method_state": {k: stored_ms[k] for k in method_state_keys}}
+      keys = (*keys, "method_state")
     missing = [k for k in keys if k not in tree]
     if missing:
       raise ValueError(f"checkpoint at step {step} has no {missing}; it holds {sorted(tree)}.")

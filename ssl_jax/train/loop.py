@@ -134,6 +134,22 @@ def steps_for(config, num_examples: int) -> tuple[int, int]:
   return steps_per_epoch, total
 
 
+def run_info(config, num_examples: int, *, devices=None) -> methods.RunInfo:
+  """What a method learns of the run (:class:`ssl_jax.methods.RunInfo`): the run's length and
+  epochs (:func:`steps_for`), the dataset size, the global batch and the device count."""
+  steps_per_epoch, total_steps = steps_for(config, num_examples)
+  return methods.RunInfo(
+      total_steps=total_steps, steps_per_epoch=steps_per_epoch, num_examples=num_examples,
+      global_batch_size=config.batch_size,
+      num_devices=len(devices) if devices is not None else jax.device_count())
+
+
+def periodic_due(method, run: methods.RunInfo, done: int) -> list[int]:
+  """Indices of ``method.periodic`` due after step ``done`` (steps done so far, >= 1)."""
+  return [i for i, work in enumerate(method.periodic)
+          if done % work.interval(run.steps_per_epoch) == 0]
+
+
 def example_batch(batch_size: int, image_shape) -> dict:
   return {"image": jax.ShapeDtypeStruct((batch_size, *image_shape), jnp.uint8),
           "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32),
@@ -176,24 +192,25 @@ def load_train_source(config, split: str | None = None):
 
 
 def build(config, num_examples: int, *, devices=None, online_probe_classes: int | None = None):
-  """The method, optimizer and engine of a run (shared by pretraining and benchmarks); with
+  """``(method, engine, run)`` of a run (shared by pretraining and benchmarks): the method built
+  with the run's :class:`~ssl_jax.methods.RunInfo`, and the engine with its optimizer; with
   ``online_probe_classes`` the method carries an online linear probe
   (:func:`ssl_jax.train.online_probe.with_online_probe`)."""
-  steps_per_epoch, total_steps = steps_for(config, num_examples)
-  method = methods.make(config.method, config, total_steps=total_steps)
+  run = run_info(config, num_examples, devices=devices)
+  method = methods.make(config.method, config, run)
   if online_probe_classes:
     from ssl_jax.train.online_probe import with_online_probe  # pylint: disable=g-import-not-at-top
     method = with_online_probe(method, num_classes=online_probe_classes,
                                learning_rate=config.eval.online_probe_lr)
   tx, _ = optim.build_optimizer(config.optimizer, batch_size=config.batch_size,
-                                total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+                                total_steps=run.total_steps, steps_per_epoch=run.steps_per_epoch)
   engine = Engine(method, tx, make_preprocess(config), mode=config.parallel,
                   global_batch_size=config.batch_size, devices=devices, sync_bn=config.sync_bn,
                   clip_norm=config.optimizer.clip_norm,
                   fsdp=config.fsdp, fsdp_min_size=config.fsdp_min_size,
                   nan_at_step=config.debug.nan_at_step, nan_num_steps=config.debug.nan_num_steps,
                   compiler_options=xla_options.step_compiler_options(config.cpu_kernels))
-  return method, engine, total_steps
+  return method, engine, run
 
 
 def build_for_pretraining(config, source, *, devices=None):
@@ -215,7 +232,8 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
   workdir = os.path.abspath(workdir)
   prepare_workdir(config, workdir, overwrite=overwrite)
   source = load_train_source(config)
-  _, engine, total_steps = build_for_pretraining(config, source, devices=devices)
+  method, engine, run = build_for_pretraining(config, source, devices=devices)
+  total_steps = run.total_steps
   state = engine.init_state(jax.random.key(config.seed), example_batch_for(config, source))
   iterator = make_iterator(source, global_batch_size=config.batch_size, seed=config.seed,
                                 shuffle=config.data.shuffle, worker_count=config.data.worker_count)
@@ -254,6 +272,8 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
     for step in range(start, total_steps):
       batch = engine.put_batch(next(iterator))
       state, metrics = engine.step(state, batch)
+      for index in periodic_due(method, run, step + 1):  # before this step's checkpoint
+        state = engine.run_periodic(state, index)
       flush()
       pending = (step + 1, metrics)
       preempted = preemption.reached(step + 1)

@@ -11,7 +11,7 @@ engine and the wrapped method are unchanged:
   it, so it cannot change the SSL parameters or their optimizer state, and it is checkpointed,
   resumed and held back on skipped steps with the rest of the method state.
 * Each step, the wrapped ``loss_fn`` runs unchanged; then the probe reads
-  ``stop_gradient(method.features(params, batch_stats, first_view))`` (the encoder output that
+  ``stop_gradient(method.features(params, batch_stats, method_state, first_view))`` (the encoder output that
   evaluation probes, BatchNorm in inference mode, of the first view in sorted name order: an
   augmented training view), L2-normalized like the offline probe
   (:mod:`ssl_jax.evaluate.linear`), and takes one step of its own :func:`optax.adam` on the
@@ -102,21 +102,21 @@ def with_online_probe(method: Method, *, num_classes: int, learning_rate: float 
       x = example_batch.get("image") if "image" in example_batch else _first_view(example_batch)
       shape = tuple(x.shape[1:])
     width = jax.eval_shape(lambda: method.features(
-        params, batch_stats, jnp.zeros((1, *shape), jnp.float32))).shape[-1]
+        params, batch_stats, state, jnp.zeros((1, *shape), jnp.float32))).shape[-1]
     probe = {"w": jnp.zeros((width, num_classes), jnp.float32),
              "b": jnp.zeros((num_classes,), jnp.float32)}
     return params, batch_stats, {**state, STATE_KEY: {"params": probe,
                                                       "opt_state": tx.init(probe)}}
 
   def loss_fn(params, batch_stats, method_state, batch, rng, *, axis_name):
-    inner = {k: v for k, v in method_state.items() if k != STATE_KEY}
+    inner = _inner(method_state)
     loss, (metrics, new_stats, new_inner) = method.loss_fn(params, batch_stats, inner, batch, rng,
                                                            axis_name=axis_name)
     if "label" not in batch:
       raise ValueError("online probe: the batch has no 'label' (turn it off for unlabeled data "
                        "with config.eval.online_probe='off').")
     feats = jax.lax.stop_gradient(
-        l2_normalize(method.features(params, batch_stats, _first_view(batch))))
+        l2_normalize(method.features(params, batch_stats, inner, _first_view(batch))))
     probe = method_state[STATE_KEY]
     grads, probe_loss, acc = probe_gradients(probe["params"], feats, batch["label"],
                                              num_classes=num_classes, axis_name=axis_name)
@@ -126,11 +126,29 @@ def with_online_probe(method: Method, *, num_classes: int, learning_rate: float 
     return loss, (metrics, new_stats, {**new_inner, STATE_KEY: new_probe})
 
   def update(params, batch_stats, method_state, step):
-    inner = {k: v for k, v in method_state.items() if k != STATE_KEY}
-    return {**method.update(params, batch_stats, inner, step),
+    return {**method.update(params, batch_stats, _inner(method_state), step),
             STATE_KEY: method_state[STATE_KEY]}
 
-  return Method(init=init, loss_fn=loss_fn, update=update, features=method.features)
+  def periodic_of(work):
+    def fn(params, batch_stats, method_state, step, *, axis_name):
+      new = work.fn(params, batch_stats, _inner(method_state), step, axis_name=axis_name)
+      return {**new, STATE_KEY: method_state[STATE_KEY]}
+    return work._replace(fn=fn)
+
+  project = None if method.project is None else (
+      lambda params, method_state, step: method.project(params, _inner(method_state), step))
+  sharding = None if method.state_sharding is None else (
+      lambda method_state: {**method.state_sharding(_inner(method_state)),
+                            STATE_KEY: jax.tree.map(lambda _: False, method_state[STATE_KEY])})
+  # Everything else (features, eval_state, param_groups) is the wrapped method's.
+  return method._replace(init=init, loss_fn=loss_fn, update=update, project=project,
+                         periodic=tuple(periodic_of(w) for w in method.periodic),
+                         state_sharding=sharding)
+
+
+def _inner(method_state: dict) -> dict:
+  """The wrapped method's own state: ``method_state`` without the probe."""
+  return {k: v for k, v in method_state.items() if k != STATE_KEY}
 
 
 def probe_classes(config, source) -> int | None:

@@ -11,6 +11,13 @@ devices and owns where the state and batches live:
   ``"data"``, the state replicated or, with ``fsdp=True``, each large leaf of the parameters and
   optimizer state sharded along its largest dimension divisible by the device count.
 
+A method may keep some method-state leaves split over the data axis along their leading
+dimension instead of replicated (``Method.state_sharding``: a memory bank of the whole dataset):
+``P("data")`` under ``shard_map`` (the method sees the device's rows), sharded ``NamedSharding``
+under GSPMD (the method sees the global array) and split rows under ``pmap``. The method's
+periodic work (``Method.periodic``) is compiled the same way as the step, beside it
+(:meth:`Engine.run_periodic`).
+
 The state is donated and the step compiles once (``trace_count`` counts traces). The step's rng is
 ``fold_in(state.rng, state.step)``, derived inside the compiled function, so a resumed run draws
 the same keys. Augmentation keys are folded with each example's global ``index``, so results do not
@@ -111,8 +118,10 @@ class Engine:
 
     self._counted = counted
     self._checked = not (self.compiler_options or {}).get("xla_cpu_use_onednn")  # see below
+    self._periodic: dict[int, Callable] = {}
     if mode == "shard_map":
-      self._step = self._jit(self.compiler_options)
+      # With sharded method state, the state's specs depend on its structure: compiled lazily.
+      self._step = None if method.state_sharding else self._jit(self.compiler_options)
     elif mode == "pmap":
       self._step = jax.pmap(counted, axis_name=DATA_AXIS, devices=self.mesh.devices.tolist(),
                             donate_argnums=0)
@@ -121,14 +130,17 @@ class Engine:
     else:
       raise ValueError(f"parallel={mode!r}; valid: shard_map, pmap, gspmd.")
 
-  def _jit(self, compiler_options: dict | None, state_shardings=None):
-    """The jitted step of the ``shard_map`` or (with the state's shardings) ``gspmd`` mode."""
+  def _jit(self, compiler_options: dict | None, state=None):
+    """The jitted step of the ``shard_map`` or ``gspmd`` mode (``state``, abstract or not, gives
+    the state's placement where it is not all replicated)."""
     if self.mode == "shard_map":
-      return jax.jit(jax.shard_map(self._counted, mesh=self.mesh, in_specs=(P(), P(DATA_AXIS)),
-                                   out_specs=(P(), P()), check_vma=True),
+      specs = P() if state is None else self._state_specs(state)
+      return jax.jit(jax.shard_map(self._counted, mesh=self.mesh, in_specs=(specs, P(DATA_AXIS)),
+                                   out_specs=(specs, P()), check_vma=True),
                      donate_argnums=0, compiler_options=compiler_options)
-    return jax.jit(self._counted, in_shardings=(state_shardings, self._batch_sharding),
-                   out_shardings=(state_shardings, self._replicated), donate_argnums=0,
+    shardings = self.state_sharding(state)
+    return jax.jit(self._counted, in_shardings=(shardings, self._batch_sharding),
+                   out_shardings=(shardings, self._replicated), donate_argnums=0,
                    compiler_options=compiler_options)
 
   def _check_compiled(self, state, batch) -> None:
@@ -148,22 +160,46 @@ class Engine:
                     f"the step is compiled with cpu_kernels={fallback!r} instead.",
                     RuntimeWarning, stacklevel=3)
       self.compiler_options = xla_options.step_compiler_options(fallback)
-      self._step = self._jit(self.compiler_options,
-                             self.state_sharding(state) if self.mode == "gspmd" else None)
+      self._step = self._jit(self.compiler_options, state)
 
   # -- state ---------------------------------------------------------------------------------
 
+  def _split_leaves(self, state: state_lib.TrainState, *,
+                    check: bool = True) -> state_lib.TrainState | None:
+    """A state-shaped tree of bools: the method-state leaves stored split over the data axis
+    (``Method.state_sharding``); None when the method splits none. With ``check``, each such
+    leaf's leading dimension must divide by the device count."""
+    if self.method.state_sharding is None:
+      return None
+    flags = self.method.state_sharding(state.method_state)
+    for path, x, split in zip(*_paths_and_leaves(state.method_state), jax.tree.leaves(flags)):
+      if check and split and (x.ndim == 0 or x.shape[0] % self.num_devices):
+        raise ValueError(f"method_state{path} {tuple(x.shape)} is split over the data axis, so "
+                         f"its leading dimension must divide by the {self.num_devices} devices.")
+    return jax.tree.map(lambda _: False, state).replace(method_state=flags)
+
+  def _state_specs(self, state: state_lib.TrainState) -> PyTree:
+    """``shard_map`` specs of the state: replicated, split rows for split method-state leaves."""
+    flags = self._split_leaves(state)
+    if flags is None:
+      return P()
+    return jax.tree.map(lambda split: P(DATA_AXIS) if split else P(), flags)
+
   def state_sharding(self, abstract_state: PyTree) -> PyTree:
     """Where each leaf of the (global, unreplicated) state lives."""
-    if not self.fsdp:
-      return jax.tree.map(lambda _: self._replicated, abstract_state)
+    flags = self._split_leaves(abstract_state)
+    if flags is None:
+      flags = jax.tree.map(lambda _: False, abstract_state)
+    rows = NamedSharding(self.mesh, P(DATA_AXIS))
 
-    def spec(x):
-      if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+    def spec(x, split):
+      if split:
+        return rows
+      if not self.fsdp or jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
         return self._replicated
       return NamedSharding(self.mesh, fsdp_spec(x.shape, self.num_devices, self.fsdp_min_size))
 
-    return jax.tree.map(spec, abstract_state)
+    return jax.tree.map(spec, abstract_state, flags)
 
   def init_state(self, rng: jax.Array, example_batch: PyTree) -> state_lib.TrainState:
     """Creates the state directly in its placement (compiled, so FSDP never materializes it whole)."""
@@ -178,14 +214,20 @@ class Engine:
     if self.mode == "pmap":
       stacked = NamedSharding(self.mesh, P(DATA_AXIS))
       n = self.num_devices
-      return jax.device_put(jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), state),
-                            stacked)
+      flags = self._split_leaves(state) or jax.tree.map(lambda _: False, state)
+      per_device = lambda x, split: (jnp.reshape(x, (n, -1) + x.shape[1:]) if split
+                                     else jnp.broadcast_to(x, (n,) + x.shape))
+      return jax.device_put(jax.tree.map(per_device, state, flags), stacked)
     return jax.device_put(state, self.state_sharding(state))
 
   def global_state(self, state: state_lib.TrainState) -> state_lib.TrainState:
     """The state without pmap's device axis (what is checkpointed and evaluated)."""
     if self.mode == "pmap":
-      return jax.tree.map(lambda x: x[0], state)
+      flags = self._split_leaves(jax.tree.map(lambda x: x[0], state), check=False)
+      if flags is None:
+        return jax.tree.map(lambda x: x[0], state)
+      return jax.tree.map(lambda x, split: jnp.reshape(x, (-1,) + x.shape[2:]) if split else x[0],
+                          state, flags)
     return state
 
   # -- batches -------------------------------------------------------------------------------
@@ -201,11 +243,45 @@ class Engine:
 
   def step(self, state: state_lib.TrainState, batch: PyTree):
     """One compiled step: returns the new state (the old one is donated) and scalar metrics."""
-    if self.mode == "gspmd" and self._step is None:
-      self._step = self._jit(self.compiler_options, self.state_sharding(state))
+    if self._step is None:
+      self._step = self._jit(self.compiler_options, state)
     if not self._checked:
       self._check_compiled(state, batch)
     state, metrics = self._step(state, batch)
     if self.mode == "pmap":
       metrics = jax.tree.map(lambda x: x[0], metrics)
     return state, metrics
+
+  # -- periodic work -------------------------------------------------------------------------
+
+  def run_periodic(self, state: state_lib.TrainState, index: int) -> state_lib.TrainState:
+    """Runs ``method.periodic[index]`` on ``state`` (compiled once per work, like the step:
+    per device under ``shard_map``/``pmap``, globally under GSPMD); returns the state with the
+    new method state (the old state is donated)."""
+    if index not in self._periodic:
+      work = self.method.periodic[index].fn
+      axis = None if self.mode == "gspmd" else DATA_AXIS
+
+      def run(s):
+        return s.replace(method_state=work(s.params, s.batch_stats, s.method_state, s.step,
+                                           axis_name=axis))
+
+      if self.mode == "pmap":
+        self._periodic[index] = jax.pmap(run, axis_name=DATA_AXIS,
+                                         devices=self.mesh.devices.tolist(), donate_argnums=0)
+      elif self.mode == "shard_map":
+        specs = self._state_specs(state)
+        self._periodic[index] = jax.jit(
+            jax.shard_map(run, mesh=self.mesh, in_specs=(specs,), out_specs=specs,
+                          check_vma=True), donate_argnums=0)
+      else:
+        shardings = self.state_sharding(state)
+        self._periodic[index] = jax.jit(run, in_shardings=(shardings,),
+                                        out_shardings=shardings, donate_argnums=0)
+    return self._periodic[index](state)
+
+
+def _paths_and_leaves(tree: PyTree) -> tuple[list[str], list[Any]]:
+  """``(["['bank']", ...], [leaf, ...])`` of ``tree``, in leaf order."""
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return [jax.tree_util.keystr(p) for p, _ in flat], [x for _, x in flat]

@@ -18,8 +18,12 @@ The engine's 1-vs-8-device test proves each of these, with a negative control.
 The loss sees the step number as ``batch["step"]`` (an int32 scalar, the same on every device),
 e.g. for monitors computed every N steps (:func:`ssl_jax.train.monitors.method_health`).
 
-A step whose loss or gradient norm is not finite is skipped: parameters, optimizer state, batch
-statistics and method state are all held back, and ``skips``/``total_skips`` count it.
+After the optimizer update, ``method.project`` (when the method has one) maps the new parameters
+(normalized prototypes, a clamped temperature), then ``method.update`` moves teachers and queues.
+
+A step whose loss or gradient norm is not finite is skipped: parameters (projected or not),
+optimizer state, batch statistics and method state are all held back, and
+``skips``/``total_skips`` count it.
 """
 
 from __future__ import annotations
@@ -86,6 +90,8 @@ def make_step(method, tx: optax.GradientTransformation, preprocess: Callable, *,
 
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if method.project is not None:  # e.g. unit-norm prototypes, a clamped logit scale
+      params = method.project(params, method_state, state.step)
     method_state = method.update(params, batch_stats, method_state, state.step)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     new_state = state.replace(

@@ -21,7 +21,7 @@ def test_defaults_follow_the_paper():
 
 def test_contract_target_state_and_loss(make_config):
   config = make_config(**HEADS)
-  method = methods.make("byol", config, total_steps=10)
+  method = methods.make("byol", config, methods.RunInfo(total_steps=10))
   params, stats, mstate = method.init(jax.random.key(0), None)
   assert set(params) == {"encoder", "projector", "predictor"}
   target = mstate["target"]
@@ -53,14 +53,14 @@ def test_contract_target_state_and_loss(make_config):
   # the predictor (online only) gets one.
   grads = jax.grad(lambda p: loss_of(p, {"a": x_a, "b": x_b})[0])(params)
   assert float(jnp.abs(grads["predictor"]["layers"][0]["kernel"]).sum()) > 0
-  assert method.features(params, stats, x_a).shape == (6, 16)  # the online encoder
+  assert method.features(params, stats, {}, x_a).shape == (6, 16)  # the online encoder
 
 
 def test_byol_loss_directions(make_config):
   """The loss is ``byol_loss(p_a, z'_b) + byol_loss(p_b, z'_a)`` of the official code: check it
   against the networks run by hand."""
   config = make_config(**HEADS)
-  method = methods.make("byol", config, total_steps=10)
+  method = methods.make("byol", config, methods.RunInfo(total_steps=10))
   params, stats, mstate = method.init(jax.random.key(0), None)
   module = methods.get_module("byol")
   online = module.build_networks(config, with_predictor=True).bind(params, stats)

@@ -76,7 +76,7 @@ def test_contract_and_exact_push(make_config):
   # The key network is not trained by the loss; its batch statistics moved (training mode).
   jax.tree.map(np.testing.assert_array_equal, new_state["key"]["params"],
                mstate["key"]["params"])
-  assert method.features(params, stats, batch["views"]["a"]).shape == (4, 16)
+  assert method.features(params, stats, {}, batch["views"]["a"]).shape == (4, 16)
 
   # The loss is InfoNCE against the queue *before* the push.
   q = moco_v2.build_networks(config).bind(params, stats)

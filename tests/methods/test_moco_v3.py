@@ -56,7 +56,7 @@ def test_contract_heads_and_loss(make_config):
   assert jax.tree.structure(new_stats) == jax.tree.structure(stats)
   jax.tree.map(np.testing.assert_array_equal, new_state["momentum"]["params"],
                mstate["momentum"]["params"])
-  assert method.features(params, stats, x1).shape == (6, 16)
+  assert method.features(params, stats, {}, x1).shape == (6, 16)
 
   # loss = 2T [infonce(q1, k2) + infonce(q2, k1)], each view in its own forward pass.
   base = moco_v3.build_networks(config, with_predictor=True).bind(params, stats)
@@ -75,7 +75,7 @@ def test_cosine_momentum_update(make_config):
   """``momentum <- m * momentum + (1 - m) * base`` with ``m`` from 0.99 cosine to 1; the update
   after optimizer step ``t`` prepares iteration ``t + 1``'s keys, so it uses ``m(t + 1)``."""
   config = make_config(**SMALL, **{"method_kwargs.base_momentum": 0.9})
-  method = methods.make("moco_v3", config, total_steps=10)
+  method = methods.make("moco_v3", config, methods.RunInfo(total_steps=10))
   params, stats, mstate = method.init(jax.random.key(0), None)
   moved = jax.tree.map(lambda p: p + 1.0, params)
   for step in (0, 4):
@@ -116,7 +116,7 @@ def test_vit_two_steps_on_eight_devices(make_config, two_steps_on_eight_devices)
   assert "pos_embed" not in start.params["encoder"]  # fixed sin-cos: not a parameter
   assert "encoder" not in start.batch_stats  # a ViT has no BatchNorm; the heads do
   method = methods.make("moco_v3", config)
-  assert method.features(state.params, state.batch_stats, _views()[0]).shape == (6, 32)
+  assert method.features(state.params, state.batch_stats, state.method_state, _views()[0]).shape == (6, 32)
 
 
 @pytest.mark.slow

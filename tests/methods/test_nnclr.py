@@ -78,7 +78,7 @@ def test_contract_and_loss(make_config):
   z = [model.projector(model.encoder(x, train=True), train=True) for x in (x_a, x_b)]
   np.testing.assert_allclose(loss, losses.nnclr(z[0], z[1], mstate["queue"], temperature=0.1),
                              rtol=1e-5)
-  assert method.features(params, stats, x_a).shape == (12, 16)  # the encoder's output
+  assert method.features(params, stats, {}, x_a).shape == (12, 16)  # the encoder's output
 
 
 def test_queue_on_one_and_eight_devices_with_a_skipped_step(make_config, digits_batches,

@@ -28,7 +28,7 @@ def test_the_two_passes_differ_only_by_dropout(make_text_config):
   def loss(m, key):
     return float(m.loss_fn(params, stats, mstate, batch, jax.random.key(key), axis_name=None)[0])
 
-  h = np.asarray(method.features(params, stats, batch), np.float64)
+  h = np.asarray(method.features(params, stats, {}, batch), np.float64)
   assert h.shape == (8, 32)
   z = np.tanh(h @ np.asarray(params["mlp"]["kernel"]) + np.asarray(params["mlp"]["bias"]))
   z /= np.linalg.norm(z, axis=1, keepdims=True)
@@ -69,7 +69,7 @@ def test_learns_on_pystdlib(make_text_config, tmp_path):
   for name, weights in (("trained", run.trained), ("init", run.initial)):
     loss, _ = method.loss_fn(weights["params"], weights["batch_stats"], {}, batch,
                              jax.random.key(7), axis_name=None)
-    feats = method.features(weights["params"], weights["batch_stats"], batch)
+    feats = method.features(weights["params"], weights["batch_stats"], {}, batch)
     scores[name] = (float(loss), float(alignment_uniformity(feats)["uniformity"]))
   print(scores)
   assert scores["trained"][0] < 0.25 * scores["init"][0]  # measured: 0.04 against 4.0

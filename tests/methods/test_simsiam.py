@@ -42,7 +42,7 @@ def test_contract_shapes_and_loss(make_config):
   assert float(metrics["loss"]) == float(loss) and new_mstate == {}
   assert 0.0 < float(metrics["embedding_std_ratio"]) <= 1.5
   assert jax.tree.structure(new_stats) == jax.tree.structure(stats)
-  assert method.features(params, stats, x_a).shape == (6, 16)  # the encoder, before the heads
+  assert method.features(params, stats, {}, x_a).shape == (6, 16)  # the encoder, before the heads
 
 
 def test_loss_is_half_the_symmetrized_negative_cosine(make_config):

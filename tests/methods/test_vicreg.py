@@ -52,7 +52,7 @@ def test_contract_and_loss_terms(make_config):
   np.testing.assert_allclose(metrics["vicreg_covariance"], covariance, rtol=1e-3, atol=1e-4)
   np.testing.assert_allclose(25 * invariance + 25 * variance + covariance, loss, rtol=1e-4)
 
-  assert method.features(params, stats, x_a).shape == (12, 16)  # before the expander
+  assert method.features(params, stats, {}, x_a).shape == (12, 16)  # before the expander
   no_cov = methods.make("vicreg", make_config(**HEADS, **{"method_kwargs.cov_weight": 0.0}))
   _, (metrics, _, _) = no_cov.loss_fn(params, stats, mstate, {"views": {"a": x_a, "b": x_b}},
                                       jax.random.key(1), axis_name=None)

@@ -45,7 +45,7 @@ def teacher_queue_method(loss_scale=1.0) -> Method:
   def update(params, stats, mstate, step):
     return dict(mstate, teacher=ema(mstate["teacher"], params, 0.9))
 
-  return Method(init, loss_fn, update, lambda p, s, x: x)
+  return Method(init, loss_fn, update, lambda p, s, m, x: x)
 
 
 def _engine(method, **kw):

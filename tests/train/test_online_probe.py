@@ -71,7 +71,7 @@ def test_does_not_change_the_ssl_loss_or_gradients(make_config):
   assert not np.allclose(moved, 0.0)  # the probe took its own step
   # Negative control: without stop_gradient the probe's loss would reach the encoder.
   probe_through = jax.grad(lambda p: online_probe.probe_gradients(
-      new_state["online_probe"]["params"], plain.features(p, stats, images), batch["label"],
+      new_state["online_probe"]["params"], plain.features(p, stats, {}, images), batch["label"],
       num_classes=10, axis_name=None)[1])(params)
   assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(probe_through)) > 0
 

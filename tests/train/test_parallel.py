@@ -45,7 +45,8 @@ def tiny_method(*, gather: bool = True) -> Method:
     loss = losses.ntxent(z_a, z_b, temperature=0.5, axis_name=axis_name if gather else None)
     return loss, ({}, Networks.batch_stats(model), mstate)
 
-  def features(params, stats, images):
+  def features(params, stats, mstate, images):
+    del mstate
     return nets.bind(params, stats)(images, train=False)
 
   return Method(init, loss_fn, no_update, features)
