@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import Mapping
 
 DEFAULT_WORKDIR = os.path.join("runs", "{method}_{dataset}")
 # Exit codes: 0 done, 2 bad input (config, dataset, workdir, corrupt checkpoint), 3 too many
-# non-finite steps, 143 (128 + SIGTERM) preempted after saving a checkpoint: rerun to resume.
-EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_PREEMPTED = 2, 3, 143
+# non-finite steps, 143 (128 + SIGTERM) preempted after saving a checkpoint, 130 (128 + SIGINT)
+# stopped by Ctrl-C after saving a checkpoint: rerun to resume.
+EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_INTERRUPTED = 2, 3, 143, 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -274,7 +276,7 @@ def main(argv=None) -> int:
     from ssl_jax.train.loop import NonFiniteError, Preempted  # pylint: disable=g-import-not-at-top
     if isinstance(e, Preempted):
       print(f"ssl-jax: {e}", file=sys.stderr)
-      return EXIT_PREEMPTED
+      return EXIT_INTERRUPTED if e.signum == signal.SIGINT else EXIT_PREEMPTED
     if not isinstance(e, NonFiniteError):
       raise
     print(f"ssl-jax: error: {e}", file=sys.stderr)

@@ -40,44 +40,56 @@ class NonFiniteError(RuntimeError):
 
 
 class Preempted(RuntimeError):
-  """SIGTERM arrived; a checkpoint of the step reached was saved. Rerun to resume."""
+  """SIGTERM or Ctrl-C arrived; a checkpoint of the step reached was saved. Rerun to resume."""
 
-  def __init__(self, step: int, directory: str):
-    super().__init__(f"Preempted (SIGTERM): saved a checkpoint at step {step} in {directory}. "
+  def __init__(self, step: int, directory: str, signum: int = signal.SIGTERM):
+    what = "Interrupted (Ctrl-C)" if signum == signal.SIGINT else "Preempted (SIGTERM)"
+    super().__init__(f"{what}: saved a checkpoint at step {step} in {directory}. "
                      "Run the same command again to resume from it.")
     self.step = step
+    self.signum = signum
 
 
 class PreemptionGuard:
-  """Turns SIGTERM (the preemption notice of TPU VMs and most schedulers) into a flag.
+  """Turns SIGTERM (the preemption notice of TPU VMs and most schedulers) and a first Ctrl-C
+  (SIGINT) into a flag.
 
-  Single process: a SIGTERM handler sets the flag; the loop checks it after every step, saves a
-  checkpoint and stops. Several processes (``jax.distributed`` initialized): JAX's preemption
-  service receives the signal and ``multihost_utils.reached_preemption_sync_point`` makes every
-  host stop at the same step, so their checkpoints agree.
+  Single process: the handler sets the flag; the loop checks it after every step, saves a
+  checkpoint and stops (a signal during the final save lets the save finish). A second Ctrl-C
+  aborts at once (``KeyboardInterrupt``), losing the steps since the last checkpoint. Several
+  processes (``jax.distributed`` initialized): JAX's preemption service receives SIGTERM and
+  ``multihost_utils.reached_preemption_sync_point`` makes every host stop at the same step, so
+  their checkpoints agree; Ctrl-C keeps Python's default there.
   """
 
   def __init__(self):
     self.requested = False
-    self._previous = None
+    self.signum = signal.SIGTERM
+    self._previous = {}
     self._distributed = jax.process_count() > 1
-    if not self._distributed and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    if threading.current_thread() is threading.main_thread():
+      signums = (signal.SIGINT,) if self._distributed else (signal.SIGTERM, signal.SIGINT)
+      self._previous = {s: signal.signal(s, self._handle) for s in signums}
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    if signum == signal.SIGINT and self.requested:
+      raise KeyboardInterrupt  # the second Ctrl-C: abort now
+    if signum == signal.SIGINT:
+      print("\nCtrl-C: saving a checkpoint of the current step, then stopping (Ctrl-C again to "
+            "abort without saving).", flush=True)
+    self.requested, self.signum = True, signum
 
   def reached(self, step: int) -> bool:
-    if self._distributed:
+    if self._distributed and self.signum != signal.SIGINT:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       return bool(multihost_utils.reached_preemption_sync_point(step))
     return self.requested
 
   def close(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
+    self._previous = {}
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
@@ -284,8 +296,9 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
           _log_samples(config, source, engine.global_state(state), step + 1, logger)
       if preempted and step + 1 < total_steps:
         ckpt.wait()
-        logger.message(f"SIGTERM received: checkpoint of step {step + 1} committed; stopping.")
-        raise Preempted(step + 1, ckpt.directory)
+        name = "Ctrl-C" if preemption.signum == signal.SIGINT else "SIGTERM"
+        logger.message(f"{name} received: checkpoint of step {step + 1} committed; stopping.")
+        raise Preempted(step + 1, ckpt.directory, preemption.signum)
     flush()
     if ckpt.should_save(total_steps, final=True):
       ckpt.save(total_steps, engine.global_state(state), iterator.get_state())

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -95,3 +96,42 @@ def test_init_from_takes_another_runs_encoder_and_refuses_a_mismatch(tmp_path, m
   state = engine.init_state(jax.random.key(1), example_batch_for(wider, source))
   with pytest.raises(ValueError, match="does not match this run's"):
     _init_encoder_from(wider, engine, state, source.image_shape)
+
+
+def _signal_after_steps(monkeypatch, steps: int, signums):
+  """Makes the engine send itself ``signums`` (in order) during step ``steps``."""
+  from ssl_jax.train.parallel import Engine  # pylint: disable=import-outside-toplevel
+  step, calls = Engine.step, []
+
+  def stepped(self, state, batch):
+    calls.append(1)
+    if len(calls) == steps:
+      for signum in signums:
+        os.kill(os.getpid(), signum)
+    return step(self, state, batch)
+
+  monkeypatch.setattr(Engine, "step", stepped)
+
+
+def test_ctrl_c_saves_the_step_reached_and_the_run_resumes(tmp_path, make_config, monkeypatch):
+  from ssl_jax.train.loop import Preempted  # pylint: disable=import-outside-toplevel
+  _signal_after_steps(monkeypatch, 3, [signal.SIGINT])
+  config = make_config(**{"checkpoint.every_steps": 100})
+  with pytest.raises(Preempted, match=r"Interrupted \(Ctrl-C\): saved a checkpoint at step 3"):
+    pretrain(config, str(tmp_path))
+  assert _steps(tmp_path) == [3]
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the guard is gone
+  monkeypatch.undo()
+  pretrain(config, str(tmp_path))
+  assert _steps(tmp_path)[-1] == 10
+
+
+def test_second_ctrl_c_aborts_without_saving(tmp_path, make_config, monkeypatch):
+  _signal_after_steps(monkeypatch, 2, [signal.SIGINT, signal.SIGINT])
+  with pytest.raises(KeyboardInterrupt):
+    pretrain(make_config(**{"checkpoint.every_steps": 100}), str(tmp_path))
+  assert not _steps(tmp_path)
+
+
+def _steps(workdir) -> list[int]:
+  return sorted(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit())
