@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from ssl_jax import config as config_lib
@@ -32,6 +33,8 @@ from ssl_jax.train.preprocess import make_preprocess
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+# The keys of a run's length: changing only these on a workdir with a checkpoint extends the run.
+LENGTH_KEYS = ("total_steps", "epochs")
 _RUN_OUTPUTS = (CHECKPOINT_DIR, "metrics.jsonl", "tensorboard", "eval.json", "report", "finetune")
 
 
@@ -101,11 +104,15 @@ def write_json_atomic(path: str, obj: Any) -> None:
   os.replace(tmp, path)
 
 
-def prepare_workdir(config, workdir: str, *, overwrite: bool = False) -> None:
+def prepare_workdir(config, workdir: str, *, overwrite: bool = False) -> dict | None:
   """Creates ``workdir``; refuses one holding a checkpoint of a different config.
 
   Keys that only change logging, checkpoint cadence or evaluation may differ (a resumed run can
   log more often). With ``overwrite=True`` the earlier run's outputs are deleted first.
+
+  Returns the earlier run's config when only the run's length (:data:`LENGTH_KEYS`) differs: the
+  run is being extended, which :func:`pretrain` checks against the checkpoint before it writes
+  the new ``config.json`` (:func:`extend_run`); None otherwise.
   """
   os.makedirs(workdir, exist_ok=True)
   resolved = config_lib.to_dict(config)
@@ -128,12 +135,42 @@ def prepare_workdir(config, workdir: str, *, overwrite: bool = False) -> None:
     with open(path, encoding="utf-8") as f:
       old = json.load(f)
     diff = config_lib.state_affecting_diff(old, resolved)
+    if diff and {d.split(":", 1)[0] for d in diff} <= set(LENGTH_KEYS):
+      return old
     if diff:
       raise ValueError(f"{workdir} holds a checkpoint of a different config:\n  "
                        + "\n  ".join(diff) + "\nUse another --workdir, or pass --overwrite to "
                        "delete the earlier run and start over.")
   if jax.process_index() == 0:
     write_json_atomic(path, resolved)
+
+
+def extend_run(config, previous: dict, workdir: str, run: methods.RunInfo,
+               num_examples: int) -> str:
+  """Checks that ``config`` (the same run as ``previous`` but for its length) continues the
+  checkpoint in ``workdir``, writes the new ``config.json`` and returns the line that says how
+  the schedules change. Raises ValueError, writing nothing, when the checkpoint is already at or
+  past the new length."""
+  ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
+  latest = max(int(name) for name in os.listdir(ckpt_dir) if name.isdigit())
+  if latest >= run.total_steps:
+    raise ValueError(f"{workdir} holds a checkpoint at step {latest}, so a run of "
+                     f"{run.total_steps} steps does not extend it: pass a larger "
+                     "--config.total_steps (or --config.epochs), or --overwrite to start over.")
+  old = ml_collections.ConfigDict(previous)
+  _, old_total = steps_for(old, num_examples)
+
+  def lr(cfg, total):
+    _, schedule = optim.build_optimizer(cfg.optimizer, batch_size=cfg.batch_size,
+                                        total_steps=total, steps_per_epoch=run.steps_per_epoch)
+    return float(schedule(latest))
+
+  if jax.process_index() == 0:
+    write_json_atomic(os.path.join(workdir, CONFIG_FILE), config_lib.to_dict(config))
+  return (f"Extending the run from {old_total} to {run.total_steps} steps ({CONFIG_FILE} "
+          f"updated): the learning-rate schedule and the method's schedules now span "
+          f"{run.total_steps} steps; at step {latest} the learning rate goes from "
+          f"{lr(old, old_total):.4g} to {lr(config, run.total_steps):.4g}.")
 
 
 def steps_for(config, num_examples: int) -> tuple[int, int]:
@@ -242,10 +279,11 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
       checkpoints on disk all hold finite values: skipped steps never change the state).
   """
   workdir = os.path.abspath(workdir)
-  prepare_workdir(config, workdir, overwrite=overwrite)
+  previous = prepare_workdir(config, workdir, overwrite=overwrite)
   source = load_train_source(config)
   method, engine, run = build_for_pretraining(config, source, devices=devices)
   total_steps = run.total_steps
+  extension = None if previous is None else extend_run(config, previous, workdir, run, len(source))
   state = engine.init_state(jax.random.key(config.seed), example_batch_for(config, source))
   iterator = make_iterator(source, global_batch_size=config.batch_size, seed=config.seed,
                                 shuffle=config.data.shuffle, worker_count=config.data.worker_count)
@@ -259,6 +297,8 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
   if ckpt.latest_step() is None and config.init_from:
     state = _init_encoder_from(config, engine, state, getattr(source, "image_shape", None))
     logger.message(f"Encoder initialized from {config.init_from}")
+  if extension:
+    logger.message(extension)
   if ckpt.latest_step() is not None:
     state = resume(ckpt, engine, state, iterator)
     logger.message(f"Resumed from step {int(engine.global_state(state).step)} in {ckpt.directory}")

@@ -41,6 +41,26 @@ def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path, make_co
   assert len(open(os.path.join(workdir, "metrics.jsonl")).readlines()) == 2
 
 
+def test_a_finished_run_is_extended_by_a_larger_total_steps(tmp_path, make_config, capsys):
+  workdir = tmp_path / "run"
+  pretrain(make_config(total_steps=4), str(workdir))
+  before = (workdir / "config.json").read_text()
+  with pytest.raises(ValueError, match="checkpoint at step 4, so a run of 3 steps does not "
+                     r"extend it: pass a larger --config.total_steps"):
+    pretrain(make_config(total_steps=3), str(workdir))
+  assert (workdir / "config.json").read_text() == before  # a refused run writes nothing
+  with pytest.raises(ValueError, match="different config:\n  seed: 0 -> 1"):
+    pretrain(make_config(total_steps=6, seed=1), str(workdir))  # length and more: refused
+  capsys.readouterr()
+  pretrain(make_config(total_steps=6), str(workdir))
+  out = capsys.readouterr().out
+  assert "Extending the run from 4 to 6 steps (config.json updated)" in out
+  assert "Resumed from step 4" in out
+  assert json.loads((workdir / "config.json").read_text())["total_steps"] == 6
+  logged = [json.loads(line)["step"] for line in open(workdir / "metrics.jsonl")]
+  assert logged == [1, 2, 3, 4, 5, 6]
+
+
 def test_consecutive_nonfinite_steps_stop_the_run_without_nan_checkpoints(tmp_path, make_config):
   workdir = str(tmp_path / "run")
   config = make_config(total_steps=10, max_consecutive_skips=3,
