@@ -227,11 +227,12 @@ def group_labels(params: Any, groups: dict[str, ParamGroup]) -> Any:
     return hits[0] if hits else DEFAULT_GROUP
 
   labels = jax.tree_util.tree_map_with_path(label, params)
-  example = [path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0][:3]]
+  names = [path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  tops = sorted({n.split("/")[0] for n in names})
   for g in groups.values():
     if g.name not in used:
       raise ValueError(f"{g.origin}.pattern={g.pattern!r} matches no parameter; parameter paths "
-                       f"look like {example}.")
+                       f"look like {names[:2]} under the top-level names {tops}.")
   return labels
 
 
