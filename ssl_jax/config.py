@@ -78,11 +78,22 @@ def base_config() -> ml_collections.ConfigDict:
   # faster for small Transformers) or "xla_default". No effect on other backends.
   c.cpu_kernels = "eigen_convs"
 
+  # Optimizer (ssl_jax.train.optim). schedule: "warmup_cosine", "constant" (after warmup),
+  # "linear" (to final_lr_fraction * peak) or "tri_stage" (wav2vec 2.0: warmup, hold, exponential
+  # decay to final_lr_fraction * peak, which must then be in (0, 1); stage lengths are the
+  # fractions `tri_stage` of the run, warmup_* unused). weight_decay_end: None = constant weight
+  # decay, else a cosine from weight_decay to it over the run (DINO: 0.04 -> 0.4).
+  # groups: parameter groups, {name: {pattern, lr_mult, wd_mult, frozen_until_step,
+  # frozen_until_epoch}}, e.g. --config.optimizer.groups.head.pattern='^projector/'
+  # --config.optimizer.groups.head.lr_mult=10; `pattern` is a regex searched in the '/'-joined
+  # parameter path; unmatched parameters form the default group; a frozen group does not move
+  # (and its optimizer state does not change) before the given step / epoch.
   c.optimizer = ml_collections.ConfigDict(dict(
       name="lars", lr=0.3, lr_scaling="linear", base_batch=256, weight_decay=1e-6,
       momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8, trust_coefficient=0.001,
       warmup_steps=-1, warmup_epochs=10.0, final_lr_fraction=0.0, clip_norm=0.0,
-      exclude_bias_and_norm=True))
+      exclude_bias_and_norm=True, schedule="warmup_cosine", tri_stage=(0.1, 0.4, 0.5),
+      weight_decay_end=config_dict.placeholder(float), groups=ml_collections.ConfigDict()))
 
   # on_corrupt: "error" refuses a checkpoint failing its SHA-256 manifest; "previous" resumes from
   # the newest older step that verifies.
@@ -198,8 +209,17 @@ def _parse_value(text: str, current):
     raise ValueError(f"cannot parse {text!r} as a {type(current).__name__}") from None
 
 
+# The keys of one parameter group of config.optimizer.groups (ssl_jax.train.optim).
+OPTIMIZER_GROUP = dict(pattern="", lr_mult=1.0, wd_mult=1.0, frozen_until_step=0,
+                       frozen_until_epoch=0.0)
+
+
 def _set(config: ml_collections.ConfigDict, key: str, text: str) -> None:
   *parents, leaf = key.split(".")
+  if parents[:2] == ["optimizer", "groups"] and len(parents) == 3:  # a new group on the fly
+    groups = config.optimizer.groups
+    if parents[2] not in groups:
+      groups[parents[2]] = ml_collections.ConfigDict(OPTIMIZER_GROUP)
   node = config
   for i, part in enumerate(parents):
     if not isinstance(node, ml_collections.ConfigDict) or part not in node:
@@ -263,8 +283,8 @@ def _check_keys(config, reference, prefix: str) -> None:
   for key in config.keys():
     if key not in reference:
       raise ValueError(_unknown(prefix + key, reference))
-    if key in ("method_kwargs", "encoder_kwargs", "views"):
-      continue  # free-form: checked by the method / encoder registry / augment parser
+    if key in ("method_kwargs", "encoder_kwargs", "views", "groups"):
+      continue  # free-form: checked by the method / encoder registry / augment parser / optim
     if isinstance(reference[key], ml_collections.ConfigDict):
       _check_keys(config[key], reference[key], prefix + key + ".")
 
@@ -293,6 +313,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.total_steps must be positive (or None), got {config.total_steps}.")
   if config.optimizer.lr <= 0:
     raise ValueError(f"config.optimizer.lr must be > 0, got {config.optimizer.lr}.")
+  _validate_optimizer(config.optimizer)
   if config.checkpoint.every_steps < 0 or config.checkpoint.max_to_keep < 1:
     raise ValueError("config.checkpoint.every_steps must be >= 0 and max_to_keep >= 1.")
   if config.log.every_steps < 1:
@@ -309,6 +330,27 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.max_consecutive_skips < 1:
     raise ValueError("config.max_consecutive_skips must be >= 1.")
   _validate_eval(config.eval)
+
+
+def _validate_optimizer(opt: ml_collections.ConfigDict) -> None:
+  """Checks the schedule, weight-decay schedule and parameter-group keys of config.optimizer."""
+  from ssl_jax.train import optim
+
+  _check_choice("optimizer.schedule", opt.schedule, optim.SCHEDULES)
+  if not 0 <= opt.final_lr_fraction <= 1:
+    raise ValueError("config.optimizer.final_lr_fraction must be in [0, 1], got "
+                     f"{opt.final_lr_fraction}.")
+  phases = tuple(opt.tri_stage)
+  if len(phases) != 3 or min(phases) < 0 or sum(phases) > 1 + 1e-9:
+    raise ValueError("config.optimizer.tri_stage must be three fractions (warmup, hold, decay) "
+                     f">= 0 summing to at most 1, got {opt.tri_stage}.")
+  if opt.schedule == "tri_stage" and not 0 < opt.final_lr_fraction < 1:
+    raise ValueError("config.optimizer.schedule='tri_stage' decays exponentially to "
+                     "final_lr_fraction * peak: set --config.optimizer.final_lr_fraction in "
+                     f"(0, 1), got {opt.final_lr_fraction}.")
+  if opt.weight_decay < 0 or (opt.weight_decay_end is not None and opt.weight_decay_end < 0):
+    raise ValueError("config.optimizer.weight_decay and weight_decay_end must be >= 0.")
+  optim.resolve_groups(opt.groups, steps_per_epoch=1)  # keys, patterns and values
 
 
 def _validate_eval(ev: ml_collections.ConfigDict) -> None:

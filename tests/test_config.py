@@ -36,11 +36,29 @@ def test_overrides_typed_and_nested():
     ("--config.method=simclrr", "method='simclrr' is not valid; choose one of: .*simclr"),
     ("--config.optimizer.name=adam", "optimizer.name='adam' is not valid.*adamw"),
     ("--config.method_kwargs.temprature=0.1", "Unknown config key 'method_kwargs.temprature'"),
+    ("--config.optimizer.schedule=cos", "optimizer.schedule='cos' is not valid.*tri_stage"),
+    ("--config.optimizer.schedule=tri_stage", "final_lr_fraction in"),
+    ("--config.optimizer.tri_stage=(0.5, 0.5, 0.5)", "tri_stage must be three fractions"),
+    ("--config.optimizer.weight_decay_end=-1.0", "weight_decay_end must be >= 0"),
+    ("--config.optimizer.groups.head.lr=2", "Unknown config key 'optimizer.groups.head.lr'"),
+    ("--config.optimizer.groups.head.lr_mult=2", "groups.head.pattern is missing"),
+    ("--config.optimizer.groups.head.pattern=(", "groups.head.pattern='\\(' is not a regular"),
 ])
+
 def test_bad_values_are_refused_with_the_valid_choices(override, message):
   with pytest.raises(ValueError, match=message):
     config_lib.load_config(None, config_lib.parse_overrides([override]))
 
+
+def test_optimizer_groups_from_the_command_line():
+  c = config_lib.load_config(None, config_lib.parse_overrides(
+      ["--config.optimizer.groups.head.pattern=^projector/",
+       "--config.optimizer.groups.head.frozen_until_epoch=2", "--config.optimizer.schedule=linear",
+       "--config.optimizer.weight_decay_end=0.4"]))
+  assert c.optimizer.groups.head.to_dict() == {
+      "pattern": "^projector/", "lr_mult": 1.0, "wd_mult": 1.0, "frozen_until_step": 0,
+      "frozen_until_epoch": 2.0}
+  assert c.optimizer.schedule == "linear" and c.optimizer.weight_decay_end == 0.4
 
 def test_bad_argument_shapes():
   with pytest.raises(ValueError, match="--config.key=value"):

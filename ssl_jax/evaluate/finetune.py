@@ -15,19 +15,21 @@ Autoencoders Are Scalable Vision Learners", appendix A.2 and table 9, https://ar
 where it applies:
 
 * AdamW, linear warm-up over ``warmup_steps`` then cosine decay to 0, weight decay on weights only
-  (:func:`ssl_jax.train.optim.decay_mask`), optional label smoothing.
-* **Frozen-backbone warm-up** (``frozen_steps``): the encoder's learning rate is 0 for the first
-  steps, so only the new head moves (a random head's large early gradients would otherwise wreck
-  the pretrained features; Kumar et al., 2022, "Fine-Tuning can Distort Pretrained Features",
-  LP-FT). AdamW's decoupled decay is scaled by the learning rate too, so the encoder is exactly
-  unchanged in those steps; its BatchNorm statistics still update (the encoder runs in training
-  mode).
+  (:func:`ssl_jax.train.optim.decay_mask`), optional label smoothing. The optimizer is
+  :func:`ssl_jax.train.optim.build_optimizer` with parameter groups: the head is the default group
+  (the logged ``lr`` is the head's), each encoder layer a group.
+* **Frozen-backbone warm-up** (``frozen_steps``): the encoder groups are frozen for the first steps
+  (``frozen_until_step``), so only the new head moves (a random head's large early gradients would
+  otherwise wreck the pretrained features; Kumar et al., 2022, "Fine-Tuning can Distort Pretrained
+  Features", LP-FT). The encoder is exactly unchanged in those steps, no weight decay applies and
+  its AdamW moments do not see those steps' gradients (they start fresh at ``frozen_steps``, the
+  learning rate follows the global step); its BatchNorm statistics still update (the encoder runs
+  in training mode).
 * **Layer-wise learning-rate decay** (``layer_decay < 1``, ViT encoders): parameters of layer
   ``i`` (0 = patch embedding, class token and position embedding; ``1..depth`` = the transformer
   blocks; ``depth + 1`` = the final norm) get ``lr * layer_decay ** (depth + 1 - i)`` and the head
-  ``lr`` (BEiT/MAE's ``param_groups_lrd``). Implemented with :func:`optax.multi_transform`, one
-  AdamW per layer group sharing the schedule. Other encoders have a single group (a value
-  ``< 1`` is refused there rather than silently ignored).
+  ``lr`` (BEiT/MAE's ``param_groups_lrd``), as groups' ``lr_mult``. Other encoders have a single
+  encoder group (a value ``< 1`` is refused there rather than silently ignored).
 * Labels: ``budget="all"`` uses the whole train split; ``k`` (per class) or ``"p%"`` the first
   draw (seed 0) of the few-label protocol (:func:`ssl_jax.evaluate.fewshot.label_draws`). The
   global batch is ``batch_size``, lowered to the labeled set's size (a multiple of the devices)
@@ -70,7 +72,6 @@ from ssl_jax.train.xla_options import step_compiler_options
 
 FINETUNE_DIR = "finetune"
 SOURCES = ("ssl", "random_init")
-HEAD_GROUP = "classifier"  # sorts before "encoder_*": the logged ``lr`` is the head's
 
 
 def classifier_networks(config, num_classes: int) -> Networks:
@@ -103,8 +104,18 @@ def layer_groups(encoder_params: dict, encoder: str) -> tuple[dict, int]:
   return jax.tree_util.tree_map_with_path(layer, encoder_params), depth + 2
 
 
+def _layer_pattern(layer: int, num_layers: int, vit: bool) -> str:
+  """The regular expression of layer ``layer``'s parameter paths (:func:`layer_groups`)."""
+  if not vit:
+    return "^encoder/"
+  if layer == 0:
+    return "^encoder/(?!(blocks|norm)(/|$))"
+  return "^encoder/norm(/|$)" if layer == num_layers - 1 else f"^encoder/blocks/{layer - 1}/"
+
+
 def build_optimizer(params: dict, ft, *, encoder: str, total_steps: int):
-  """AdamW per parameter group (head; encoder layers), see the module docstring.
+  """AdamW with one parameter group per encoder layer, the head in the default group (see the
+  module docstring), built by :func:`ssl_jax.train.optim.build_optimizer`.
 
   Returns:
     ``(tx, lr_scales)``: the transformation and ``{group: learning-rate multiplier}``.
@@ -113,23 +124,18 @@ def build_optimizer(params: dict, ft, *, encoder: str, total_steps: int):
   if ft.layer_decay < 1 and num_layers == 1:
     raise ValueError(f"config.eval.finetune.layer_decay={ft.layer_decay} applies to ViT encoders "
                      f"only; encoder {encoder!r} has no layer structure (use 1.0).")
-  base = optim.make_schedule(ft.lr, total_steps=total_steps, warmup_steps=ft.warmup_steps)
-  frozen = int(ft.frozen_steps)
-
-  def group_tx(scale: float, is_encoder: bool):
-    def schedule(count):
-      lr = base(count) * scale
-      return jnp.where(count < frozen, 0.0, lr) if is_encoder and frozen else lr
-    return optax.inject_hyperparams(optax.adamw)(
-        learning_rate=schedule, weight_decay=ft.weight_decay, mask=optim.decay_mask)
-
-  scales = {HEAD_GROUP: 1.0}
-  for i in sorted(set(jax.tree.leaves(ids))):
-    scales[f"encoder_{i:03d}"] = float(ft.layer_decay) ** (num_layers - 1 - i)
-  labels = {"encoder": jax.tree.map(lambda i: f"encoder_{i:03d}", ids),
-            "head": jax.tree.map(lambda _: HEAD_GROUP, params["head"])}
-  transforms = {g: group_tx(s, g != HEAD_GROUP) for g, s in scales.items()}
-  return optax.multi_transform(transforms, labels), scales
+  groups = {f"encoder_{i:03d}": {
+      "pattern": _layer_pattern(i, num_layers, encoder.startswith("vit")),
+      "lr_mult": float(ft.layer_decay) ** (num_layers - 1 - i),
+      "frozen_until_step": int(ft.frozen_steps)} for i in sorted(set(jax.tree.leaves(ids)))}
+  opt = config_lib.base_config().optimizer
+  opt.update(name="adamw", lr=ft.lr, lr_scaling="none", weight_decay=ft.weight_decay,
+             warmup_steps=ft.warmup_steps, final_lr_fraction=0.0, exclude_bias_and_norm=True,
+             schedule="warmup_cosine")
+  tx, _ = optim.build_optimizer(opt, batch_size=1, total_steps=total_steps, steps_per_epoch=1,
+                                param_groups=groups)
+  scales = {optim.DEFAULT_GROUP: 1.0, **{g: spec["lr_mult"] for g, spec in groups.items()}}
+  return tx, scales
 
 
 def make_classifier_method(nets: Networks, start: dict, *, label_smoothing: float,

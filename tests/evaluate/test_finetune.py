@@ -61,7 +61,7 @@ def test_layer_decay_scales_each_vit_layer():
                                           "warmup_steps": 0, "steps": 10})
   tx, scales = finetune.build_optimizer(params, ft, encoder="vit_micro", total_steps=10)
   # depth 2: embeddings (layer 0) 0.5^3, blocks 0.5^2 and 0.5^1, final norm 0.5^0, head 1.
-  assert scales == {"classifier": 1.0, "encoder_000": 0.125, "encoder_001": 0.25,
+  assert scales == {"default": 1.0, "encoder_000": 0.125, "encoder_001": 0.25,
                     "encoder_002": 0.5, "encoder_003": 1.0}
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = tx.update(grads, tx.init(params), params)
@@ -138,3 +138,18 @@ def test_finetuning_the_pretrained_encoder_beats_random_init_on_digits(tmp_path)
     print("draw", draw, "fine-tuned from ssl / random init:", accs)
     gaps.append(accs[0] - accs[1])
   assert min(gaps) > 0 and np.mean(gaps) > 0.015, gaps  # measured: +3.7 and +2.0 points
+
+
+def test_weight_decay_reaches_the_encoder_and_head_weights_only():
+  # Regression: the earlier per-layer AdamW passed decay_mask through optax.inject_hyperparams,
+  # which took the mask for a schedule (False), so no weight decay applied at all.
+  params = {"encoder": {"w": jnp.ones((2, 2)), "b": jnp.ones(2)},
+            "head": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)}}
+  ft = finetune._finetune_config(  # pylint: disable=protected-access
+      _config_with_encoder("cnn_digits"), {"weight_decay": 0.5, "warmup_steps": 0, "steps": 10})
+  tx, scales = finetune.build_optimizer(params, ft, encoder="cnn_digits", total_steps=10)
+  assert scales == {"default": 1.0, "encoder_000": 1.0}
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  np.testing.assert_allclose(updates["encoder"]["w"], -ft.lr * 0.5, rtol=1e-6)
+  np.testing.assert_allclose(updates["head"]["kernel"], -ft.lr * 0.5, rtol=1e-6)
+  assert not np.any(updates["encoder"]["b"]) and not np.any(updates["head"]["bias"])
