@@ -8,6 +8,13 @@ hyperparameters live under ``config.method_kwargs``, which are the method module
 line (``--config.method=byol``) starts from the new method's defaults: the file's
 ``method_kwargs`` belonged to the old method and are dropped.
 
+``config.views`` maps view names to recipes (:mod:`ssl_jax.augment`), one array per view, in
+sorted name order; it is the one block whose keys the command line may add to:
+``--config.views.c='random_resized_crop(size=6, scale=(0.2, 0.5))|normalize(0.5, 0.5)'`` adds a
+view ``c``. Views of the largest size are the global views, smaller ones local crops (multi-crop:
+2 global + N local at a lower resolution); a method's ``VIEWS`` says how many of each it takes
+(:mod:`ssl_jax.methods.common`) and a recipe that does not provide them is refused before training.
+
 A config file may take one argument after a colon, as in big_vision:
 ``experiments/simclr_cifar10.py:runlocal`` calls ``get_config("runlocal")``, which shrinks the run
 for a quick local check.
@@ -60,7 +67,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.compute_dtype = "float32"
   c.sync_bn = True
 
-  # Views made on device from each example (recipes of ssl_jax.augment); one entry per view.
+  # Views made on device from each example (recipes of ssl_jax.augment); one entry per view, any
+  # number, any output size; --config.views.<new name>='<recipe>' adds one (see module docstring).
   c.views = ml_collections.ConfigDict(dict(a="", b=""))
   # Deterministic preprocessing for feature extraction (evaluation).
   c.eval_preprocess = ""
@@ -225,6 +233,8 @@ def _set(config: ml_collections.ConfigDict, key: str, text: str) -> None:
     if not isinstance(node, ml_collections.ConfigDict) or part not in node:
       raise ValueError(_unknown(".".join(parents[:i + 1]), node))
     node = node[part]
+  if parents == ["views"] and isinstance(node, ml_collections.ConfigDict) and leaf not in node:
+    node[leaf] = ""  # a new view (multi-crop); its recipe is parsed below as a string
   if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
     raise ValueError(_unknown(key, node))
   current = node[leaf]

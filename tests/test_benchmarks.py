@@ -90,18 +90,35 @@ def test_resnet18_cifar_forward_flops_known_value():
 
 
 def test_method_step_flops_counts_trained_3x_and_teachers_1x(make_config):
-  simclr = flops.method_step_flops(make_config(), (8, 8))
+  simclr = flops.method_step_flops(make_config(), [(8, 8)] * 2)
   assert simclr["teacher_forward"] == 0
   assert simclr["model_flops"] == 3 * simclr["trained_forward"]
   enc = simclr["forward_per_example"]["encoder"]
   assert simclr["trained_forward"] == 2 * 64 * enc  # two views of every example
-  byol = flops.method_step_flops(make_config(method="byol"), (8, 8), batch_size=4)
+  byol = flops.method_step_flops(make_config(method="byol"), [(8, 8)] * 2, batch_size=4)
   per = byol["forward_per_example"]
   assert set(per) == {"encoder", "projector", "predictor", "teacher_encoder", "teacher_projector"}
   assert byol["teacher_forward"] == 2 * 4 * (per["encoder"] + per["projector"])
   assert byol["model_flops"] == 3 * byol["trained_forward"] + byol["teacher_forward"]
-  moco = flops.method_step_flops(make_config(method="moco_v2"), (8, 8), batch_size=4)
+  moco = flops.method_step_flops(make_config(method="moco_v2"), [(8, 8)] * 2,
+                                 batch_size=4)
   assert moco["trained_forward"] == moco["teacher_forward"]  # one query and one key pass
+
+
+def test_method_step_flops_counts_each_view_at_its_own_size(make_config):
+  """Multi-crop: 2 global views of 16x16 and 4 local crops of 8x8 cost the sum of the per-view
+  counts; the teachers (BYOL) see the global views only."""
+  config = make_config(method="byol")
+  one = {hw: flops.method_step_flops(config, [hw], batch_size=4) for hw in ((16, 16), (8, 8))}
+  assert one[(16, 16)]["trained_forward"] > one[(8, 8)]["trained_forward"]
+  multi = flops.method_step_flops(config, [(16, 16)] * 2 + [(8, 8)] * 4, batch_size=4)
+  assert multi["trained_forward"] == (2 * one[(16, 16)]["trained_forward"]
+                                      + 4 * one[(8, 8)]["trained_forward"])
+  assert multi["teacher_forward"] == 2 * one[(16, 16)]["teacher_forward"]
+  assert multi["forward_per_view"]["encoder"] == (
+      [one[(16, 16)]["forward_per_example"]["encoder"]] * 2
+      + [one[(8, 8)]["forward_per_example"]["encoder"]] * 4)
+  assert multi["model_flops"] == 3 * multi["trained_forward"] + multi["teacher_forward"]
 
 
 @pytest.mark.parametrize("method", ["nsp", "clm", "simcse"])  # nsp covers mlm's formula too
@@ -163,7 +180,7 @@ def test_step_benchmark_reports_compile_time_apart_and_one_trace(make_config):
       "step_ms_max"]
   assert record["examples_per_s"] > 0 and record["framework"] == "ssl_jax"
   assert record["cpu_kernels"] == "eigen_convs"  # the config's, and what ran
-  assert record["model_flops"] == flops.method_step_flops(config, (8, 8))["model_flops"]
+  assert record["model_flops"] == flops.method_step_flops(config, [(8, 8)] * 2)["model_flops"]
   # The 8 CPU devices share the host's cores, whose matmul peak was measured: MFU divides by it
   # once (a GPU's datasheet peak is per device and would be multiplied by 8).
   assert record["peak_scope"] == "host"

@@ -104,3 +104,16 @@ def test_state_affecting_diff_ignores_run_control_keys():
   assert config_lib.state_affecting_diff(a, b) == []
   c = config_lib.to_dict(config_lib.load_config(None, [("optimizer.lr", "0.7")]))
   assert config_lib.state_affecting_diff(a, c) == ["optimizer.lr: 0.002 -> 0.7"]
+
+
+def test_views_accept_new_keys_from_the_command_line():
+  """``config.views`` is the one block whose keys overrides may add (multi-crop views)."""
+  local = "random_resized_crop(size=6, scale=(0.2, 0.5))|normalize(mean=0.5, std=0.5)"
+  config = config_lib.load_config(None, [("views.c", local), ("views.d", local),
+                                         ("views.a", "normalize(mean=0.5, std=0.5)")])
+  assert sorted(config.views) == ["a", "b", "c", "d"]
+  assert config.views.c == local and config.views.a == "normalize(mean=0.5, std=0.5)"
+  with pytest.raises(ValueError, match="Unknown config key 'optimizer.nope'"):
+    config_lib.load_config(None, [("optimizer.nope", "1")])
+  with pytest.raises(ValueError, match="Unknown config key 'views.c'"):
+    config_lib.load_config(None, [("views.c.x", "1")])

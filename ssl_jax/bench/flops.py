@@ -200,9 +200,14 @@ def _abstract_bundle(nets):
   return nnx.eval_shape(lambda: build(nnx.Rngs(0), None))
 
 
-def _networks(method_name: str, config) -> tuple[dict, dict]:
-  """``({name: (module, passes)}, {name: (module, passes)})``: trained networks and teachers,
-  each with the number of forward passes per example of the batch."""
+def _networks(method_name: str, config,
+              view_sizes: Sequence[Sequence[int]]) -> tuple[dict, dict]:
+  """``({name: (module, [hw, ...])}, {name: (module, [hw, ...])})``: trained networks and teachers,
+  each with the size of every view it runs a forward pass on (per example of the batch).
+
+  Trained networks see every view; teachers (BYOL, MoCo v3) the global views only (the largest
+  size, as multi-crop teachers do); MoCo v2's query and key networks see one view each (the first
+  and the second in name order), or both with its symmetric loss."""
   from ssl_jax import methods  # pylint: disable=import-outside-toplevel
 
   module = methods.get_module(method_name)
@@ -219,28 +224,37 @@ def _networks(method_name: str, config) -> tuple[dict, dict]:
   nets = builders.get(method_name, lambda: module.build_networks(config))()
   bundle = _abstract_bundle(nets)
   parts = {name: m for name, m in vars(bundle).items() if isinstance(m, nnx.Module)}
-  views = 2
+  views = [tuple(hw) for hw in view_sizes]
+  largest = max(views, key=lambda s: (s[0] * s[1], s))
+  global_views = [hw for hw in views if hw == largest]
   trained = {name: (m, views) for name, m in parts.items()}
   teachers: dict = {}
   if method_name in ("byol", "moco_v3"):
-    teachers = {f"teacher_{n}": (parts[n], views) for n in ("encoder", "projector") if n in parts}
+    teachers = {f"teacher_{n}": (parts[n], global_views)
+                for n in ("encoder", "projector") if n in parts}
   elif method_name == "moco_v2":
-    passes = 2 if kw.symmetric else 1
-    trained = {name: (m, passes) for name, m in parts.items()}
-    teachers = {f"teacher_{name}": (m, passes) for name, m in parts.items()}
+    query, key = (views, views) if kw.symmetric else (views[:1], views[1:2])
+    trained = {name: (m, query) for name, m in parts.items()}
+    teachers = {f"teacher_{name}": (m, key) for name, m in parts.items()}
   return trained, teachers
 
 
-def method_step_flops(config, view_hw: Sequence[int], *, batch_size: int | None = None) -> dict:
+def method_step_flops(config, view_sizes: Sequence[Sequence[int]] | None, *,
+                      batch_size: int | None = None) -> dict:
   """Model FLOPs of one train step of ``config`` (whole global batch, all devices).
+
+  Every view counts at its own resolution: two global views and N smaller local crops
+  (multi-crop) cost the sum of their per-view forward passes.
 
   Args:
     config: a run config (method, encoder, heads, batch size).
-    view_hw: the height and width of each view the encoder sees (unused for text methods).
+    view_sizes: the ``(height, width)`` of each view the encoder sees, in the views' sorted name
+      order (e.g. ``[(16, 16), (16, 16), (8, 8), (8, 8)]``); unused (None) for text methods.
     batch_size: examples per step (default ``config.batch_size``).
 
   Returns:
-    ``{"forward_per_example": {network: FLOPs of one forward pass on one view},
+    ``{"forward_per_example": {network: FLOPs of one forward pass on one global view},
+    "forward_per_view": {network: [FLOPs of its forward pass on each view it sees]},
     "trained_forward", "teacher_forward", "model_flops"}`` where the last three are per step and
     ``model_flops = 3 * trained_forward + teacher_forward``.
   """
@@ -248,15 +262,19 @@ def method_step_flops(config, view_hw: Sequence[int], *, batch_size: int | None 
   batch = config.batch_size if batch_size is None else batch_size
   if methods.modality(config.method) == "text":
     return _text_step_flops(config, batch)
-  trained, teachers = _networks(config.method, config)
-  per_example, totals = {}, {"trained": 0, "teacher": 0}
+  if not view_sizes or any(len(hw) != 2 for hw in view_sizes):
+    raise ValueError(f"method_step_flops needs the (height, width) of every view, got "
+                     f"{view_sizes!r}.")
+  trained, teachers = _networks(config.method, config, view_sizes)
+  largest = max((tuple(hw) for hw in view_sizes), key=lambda s: (s[0] * s[1], s))
+  per_example, per_view, totals = {}, {}, {"trained": 0, "teacher": 0}
   for kind, group in (("trained", trained), ("teacher", teachers)):
-    for name, (module, passes) in group.items():
-      f = network_forward_flops(module, view_hw)
-      per_example[name] = f
-      totals[kind] += f * passes * batch
-  return {"forward_per_example": per_example, "trained_forward": totals["trained"],
-          "teacher_forward": totals["teacher"],
+    for name, (module, sizes) in group.items():
+      per_view[name] = [network_forward_flops(module, hw) for hw in sizes]
+      per_example[name] = network_forward_flops(module, largest)
+      totals[kind] += sum(per_view[name]) * batch
+  return {"forward_per_example": per_example, "forward_per_view": per_view,
+          "trained_forward": totals["trained"], "teacher_forward": totals["teacher"],
           "model_flops": 3 * totals["trained"] + totals["teacher"]}
 
 

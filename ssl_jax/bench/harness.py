@@ -213,21 +213,21 @@ def measure_step(config, *, steps: int = 10, repeats: int = 5, warmup: int = 2,
 
 def _model_flops(config, host_batch) -> dict:
   """Analytic model FLOPs of the step (view sizes from the config's view recipes)."""
-  hw = None if "image" not in host_batch else _views_hw(config, host_batch)
+  sizes = None if "image" not in host_batch else _views_hw(config, host_batch)
   try:
-    return flops_lib.method_step_flops(config, hw)
+    return flops_lib.method_step_flops(config, sizes)
   except (ValueError, AttributeError, KeyError) as e:
     return {"model_flops": None, "error": str(e)}
 
 
-def _views_hw(config, host_batch) -> tuple[int, int]:
+def _views_hw(config, host_batch) -> list[tuple[int, int]]:
+  """The ``(height, width)`` of every view of the config's recipes, in sorted name order."""
   images = host_batch["image"][:1]
   pre = make_view_preprocess(config.views)
   out = jax.eval_shape(lambda im, ix: pre({"image": im, "index": ix}, jax.random.key(0)),
                        jax.ShapeDtypeStruct(images.shape, images.dtype),
                        jax.ShapeDtypeStruct((1,), np.int32))
-  shape = next(iter(out["views"].values())).shape
-  return int(shape[1]), int(shape[2])
+  return [(int(v.shape[1]), int(v.shape[2])) for _, v in sorted(out["views"].items())]
 
 
 def _xla_cost(engine, state, batch) -> dict:

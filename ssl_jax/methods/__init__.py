@@ -44,6 +44,12 @@ Optional fields (defaults: none):
   dataset): under ``shard_map``/``pmap`` the method's functions see the device's rows, under
   GSPMD the global array.
 
+An image method module may declare ``VIEWS = {"global": g, "local": l}``: how many views of the
+largest size (global) and of smaller sizes (local crops) its ``loss_fn`` takes, each an int
+(exactly) or a ``(min, max)`` pair (``max=None``: no upper bound); the default is two global views
+and no local one. The engine refuses a ``config.views`` that does not provide them before training
+(:func:`ssl_jax.methods.common.check_views`).
+
 ``batch_stats`` is a separate argument (not part of ``method_state``) because the engine owns it
 generically: it is the BatchNorm running statistics of the trained networks, updated by the
 forward pass, held back on skipped steps, and needed by ``features``.

@@ -4,7 +4,7 @@ queues."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -16,14 +16,78 @@ from ssl_jax.models.nnx_utils import Networks
 PyTree = Any
 
 
-def two_views(batch) -> tuple[jax.Array, jax.Array]:
-  """The two views of a batch, in sorted name order (``config.views`` has exactly two)."""
+# Views. A method module declares what it needs as ``VIEWS = {"global": g, "local": l}`` (default
+# :data:`DEFAULT_VIEWS`); each count is an int (exactly that many) or a ``(min, max)`` pair with
+# ``max=None`` for no upper bound, e.g. multi-crop: ``{"global": 2, "local": (1, None)}``. Global
+# views are the views of the largest size (height x width) in the batch, local views all others
+# (multi-crop's smaller crops); each group lists its views in sorted name order. The engine checks
+# a recipe against ``VIEWS`` when it first traces the step (:func:`check_views`), before training.
+DEFAULT_VIEWS = {"global": 2, "local": 0}
+
+
+def split_views(shapes: Mapping[str, Sequence[int]]) -> tuple[list[str], list[str]]:
+  """``(global_names, local_names)`` of views ``{name: [B, h, w, C]}`` (shapes or arrays' shapes):
+  global views have the largest ``h * w`` (ties broken by ``(h, w)``), local views any other size;
+  each list in sorted name order."""
+  hw = {name: tuple(shape[1:3]) for name, shape in shapes.items()}
+  if not hw:
+    return [], []
+  largest = max(hw.values(), key=lambda s: (s[0] * s[1], s))
+  names = sorted(hw)
+  return [n for n in names if hw[n] == largest], [n for n in names if hw[n] != largest]
+
+
+def _count_ok(count: int, need) -> bool:
+  low, high = (need, need) if isinstance(need, int) else need
+  return count >= low and (high is None or count <= high)
+
+
+def _describe(need) -> str:
+  if isinstance(need, int):
+    return f"exactly {need}"
+  low, high = need
+  return f"at least {low}" if high is None else f"{low} to {high}"
+
+
+def check_views(shapes: Mapping[str, Sequence[int]], need=None, *, method: str = "this method"):
+  """Raises a ValueError naming ``--config.views.<name>`` unless the views ``{name: [B, h, w, C]}``
+  hold the global and local views ``need`` asks for (a module's ``VIEWS``, see above)."""
+  need = dict(DEFAULT_VIEWS, **(need or {}))
+  groups = dict(zip(("global", "local"), split_views(shapes)))
+  for kind in ("global", "local"):
+    if not _count_ok(len(groups[kind]), need[kind]):
+      sizes = ", ".join(f"{n}: {tuple(shapes[n][1:3])}" for n in sorted(shapes))
+      raise ValueError(
+          f"{method} needs {_describe(need[kind])} {kind} view(s) (VIEWS={need}; global = the "
+          f"largest size), but config.views makes {len(groups[kind])} ({sizes or 'none'}). Add a "
+          "view with --config.views.<name>='<recipe>' (a smaller output size makes a local crop) "
+          "or set the recipes of --config.views.<name> to the sizes the method takes.")
+
+
+def global_local_views(batch, *, min_global: int = 2,
+                       min_local: int = 0) -> tuple[list[jax.Array], list[jax.Array]]:
+  """The views of a batch split by resolution: ``(global views, local views)``, each in sorted
+  name order (:func:`split_views`). Multi-crop (Caron et al. 2020, SwAV, section 3.2): 2 global
+  views and N local crops at a lower resolution.
+
+  Raises:
+    ValueError: fewer than ``min_global`` global or ``min_local`` local views (naming
+      ``--config.views.<name>``).
+  """
   views = batch["views"]
-  if len(views) != 2:
-    raise ValueError(f"This method takes exactly 2 views, got {sorted(views)}: "
-                     "set config.views to two recipes.")
-  a, b = sorted(views)
-  return views[a], views[b]
+  shapes = {name: v.shape for name, v in views.items()}
+  check_views(shapes, {"global": (min_global, None), "local": (min_local, None)})
+  global_names, local_names = split_views(shapes)
+  return [views[n] for n in global_names], [views[n] for n in local_names]
+
+
+def two_views(batch) -> tuple[jax.Array, jax.Array]:
+  """The two views of a batch, in sorted name order: exactly two views of the same size
+  (:func:`global_local_views` with ``min_global=2`` and no local view)."""
+  shapes = {name: v.shape for name, v in batch["views"].items()}
+  check_views(shapes, DEFAULT_VIEWS)
+  (a, b), _ = global_local_views(batch, min_global=2)
+  return a, b
 
 
 def ema(target: PyTree, online: PyTree, momentum) -> PyTree:

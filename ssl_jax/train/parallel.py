@@ -92,6 +92,7 @@ class Engine:
                fsdp_min_size: int = 2**14, nan_at_step: int | None = None,
                nan_num_steps: int = 1, compiler_options: dict | None = None):
     self.method, self.tx, self.mode = method, tx, mode
+    self.preprocess = preprocess
     self.mesh = make_mesh(devices)
     self.num_devices = self.mesh.devices.size
     if global_batch_size <= 0 or global_batch_size % self.num_devices:
@@ -202,7 +203,10 @@ class Engine:
     return jax.tree.map(spec, abstract_state, flags)
 
   def init_state(self, rng: jax.Array, example_batch: PyTree) -> state_lib.TrainState:
-    """Creates the state directly in its placement (compiled, so FSDP never materializes it whole)."""
+    """Creates the state directly in its placement (compiled, so FSDP never materializes it whole).
+    The step's preprocessing is traced on ``example_batch`` first (shapes only), so a batch the
+    method cannot take (e.g. views that its ``VIEWS`` refuses) fails here, before training."""
+    jax.eval_shape(self.preprocess, example_batch, jax.random.key(0))
     # The example batch only lends its shapes: close over it (it may be ShapeDtypeStructs).
     create = lambda key: state_lib.create(self.method, self.tx, key, example_batch)
     abstract = jax.eval_shape(create, rng)

@@ -1,5 +1,6 @@
 """Fixtures shared by the method tests: digits batches, stepping the engine, the 8-device smoke
-test and the learning test on digits (fixtures, since tests are imported with
+test, the learning test on digits and tiny text configs (1 vs 8 devices for every registered
+method: test_one_vs_eight.py) (fixtures, since tests are imported with
 ``--import-mode=importlib`` and cannot import a conftest)."""
 
 import pathlib
@@ -101,71 +102,6 @@ def learns_on_digits(tmp_path):
       if raw_margin is not None:
         assert (ssl - raw).min() > raw_margin, (budget, ssl, raw)
     return results, per_draw
-
-  return check
-
-
-def _text_batches(config, n, size, seed=0):
-  """``n`` host batches of ``size`` rows of the run's text source, with their global index."""
-  source = load_train_source(config)
-  rng = np.random.default_rng(seed)
-  out = []
-  for _ in range(n):
-    idx = rng.choice(len(source), size, replace=False)
-    examples = source.__getitems__(idx.tolist())
-    batch = {k: np.stack([ex[k] for ex in examples]) for k in examples[0]}
-    batch["index"] = idx.astype(np.int32)
-    out.append(batch)
-  return source, out
-
-
-@pytest.fixture
-def text_one_vs_eight():
-  """``check(config, metric_keys=()) -> metrics``: two steps of a language method on 1 device and
-  on 8 (shard_map, the batch really split 8 ways) from the same state and batches: the losses,
-  gradient norms and updated parameters agree, every parameter moved, and ``metric_keys`` are
-  finite. With ``negative_control``: the same loss without its axis name is refused under
-  shard_map (``check_vma``: the per-device loss is not the replicated global loss); the token
-  losses' own negative controls are in tests/losses/test_text.py."""
-  from ssl_jax import methods
-  from ssl_jax.train.loop import example_batch_for
-
-  def run(config, source, batches, num_devices, *, drop_axis=False):
-    method, engine, _ = build(config, len(source), devices=jax.devices()[:num_devices])
-    if drop_axis:
-      from ssl_jax.train.parallel import Engine
-      loss_fn = method.loss_fn
-      method = method._replace(loss_fn=lambda *a, axis_name: loss_fn(*a, axis_name=None))
-      engine = Engine(method, engine.tx, lambda b, k: b, global_batch_size=config.batch_size,
-                      devices=jax.devices()[:num_devices])
-    state = engine.init_state(jax.random.key(0), example_batch_for(config, source))
-    states, metrics = [jax.device_get(state)], []
-    for batch in batches:
-      placed = engine.put_batch(batch)
-      assert len(placed["tokens"].sharding.device_set) == num_devices
-      state, m = engine.step(state, placed)
-      states.append(jax.device_get(state))
-      metrics.append(jax.device_get(m))
-    return states, metrics
-
-  def check(config, metric_keys=(), negative_control=False):
-    assert methods.modality(config.method) == "text"
-    source, batches = _text_batches(config, 2, config.batch_size)
-    states1, metrics1 = run(config, source, batches, 1)
-    states8, metrics8 = run(config, source, batches, 8)
-    for m1, m8 in zip(metrics1, metrics8):
-      assert m8["skipped"] == 0
-      for key in ("loss", "grad_norm", *metric_keys):
-        assert np.isfinite(m8[key]), (key, m8)
-        np.testing.assert_allclose(m8[key], m1[key], rtol=2e-4, err_msg=key)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6),
-                 states1[-1].params, states8[-1].params)
-    moved = jax.tree.map(lambda a, b: not np.allclose(a, b), states8[0].params, states8[-1].params)
-    assert all(jax.tree.leaves(moved)), moved
-    if negative_control:
-      with pytest.raises(ValueError, match="replicated"):
-        run(config, source, batches[:1], 8, drop_axis=True)
-    return metrics8
 
   return check
 

@@ -1,5 +1,5 @@
-"""BYOL: the method contract, the EMA target (scheduled momentum, skipped steps), a 2-step smoke
-run on 8 devices, and learning on digits."""
+"""BYOL: the method contract, the EMA target (scheduled momentum, skipped steps) and learning on
+digits (1 vs 8 devices: test_one_vs_eight.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -83,10 +83,6 @@ def test_update_needs_total_steps(make_config):
   params, stats, mstate = method.init(jax.random.key(0), None)
   with pytest.raises(ValueError, match="total_steps"):
     method.update(params, stats, mstate, 0)
-
-
-def test_two_steps_on_eight_devices(make_config, two_steps_on_eight_devices):
-  two_steps_on_eight_devices(make_config(**HEADS, total_steps=2))
 
 
 def test_target_is_scheduled_ema_and_skipped_steps_leave_it(make_config, digits_batches,

@@ -1,5 +1,6 @@
 """MoCo v3: the contract and heads, the loss (``2T``-scaled, both directions), the cosine
-momentum update, 1 == 8 devices, a ViT smoke run, and learning on digits."""
+momentum update, a ViT smoke run on 8 devices (1 vs 8 devices with the CNN:
+test_one_vs_eight.py), and learning on digits."""
 
 import functools
 
@@ -89,24 +90,6 @@ def test_cosine_momentum_update(make_config):
   last = method.update(moved, stats, mstate, jnp.int32(9))  # m(10) = 1: no change
   jax.tree.map(np.testing.assert_array_equal, last["momentum"], mstate["momentum"])
   assert set(new["momentum"]["params"]) == {"encoder", "projector"}  # no predictor
-
-
-def test_eight_devices_equal_one(make_config, digits_batches, run_steps):
-  """Two steps through the engine (shard_map) on 8 devices, the same on 1: the keys span the
-  global batch and BatchNorm is synced, so losses, parameters and the momentum network agree."""
-  config = make_config(**SMALL, total_steps=2)
-  source, batches = digits_batches(config, 2)
-  engine8, (start, *_, state8), metrics8 = run_steps(config, source, batches)
-  engine1, (*_, state1), metrics1 = run_steps(config, source, batches, devices=jax.devices()[:1])
-  assert (engine8.num_devices, engine8.mode, engine1.num_devices) == (8, "shard_map", 1)
-  for m8, m1 in zip(metrics8, metrics1):
-    assert np.isfinite(m8["loss"]) and m8["skipped"] == 0 and "embedding_std" in m8
-    np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
-  assert int(state8.step) == 2
-  moved = jax.tree.map(lambda a, b: not np.allclose(a, b), start.params, state8.params)
-  assert all(jax.tree.leaves(moved))
-  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-5),
-               (state8.params, state8.method_state), (state1.params, state1.method_state))
 
 
 def test_vit_two_steps_on_eight_devices(make_config, two_steps_on_eight_devices):

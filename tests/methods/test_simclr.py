@@ -1,4 +1,4 @@
-"""SimCLR: the method contract, a 2-step smoke run on 8 devices, and learning on digits."""
+"""SimCLR: the method contract and learning on digits (1 vs 8 devices: test_one_vs_eight.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from ssl_jax import methods
-
 
 
 def test_registry_and_defaults():
@@ -31,10 +30,6 @@ def test_contract_shapes_and_views(make_config):
   with pytest.raises(ValueError, match="exactly 2 views"):
     method.loss_fn(params, stats, mstate, {"views": {"a": images}}, jax.random.key(1),
                    axis_name=None)
-
-
-def test_two_steps_on_eight_devices(make_config, two_steps_on_eight_devices):
-  two_steps_on_eight_devices(make_config(total_steps=2))
 
 
 @pytest.mark.slow

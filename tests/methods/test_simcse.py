@@ -1,13 +1,10 @@
-"""Unsupervised SimCSE: 1 device == 8 devices (dropout keyed per example), the two passes differ
-only by dropout, and learning on pystdlib (retrieval of second halves beats random init)."""
+"""Unsupervised SimCSE: the two passes differ only by dropout (keyed per example; 1 vs 8
+devices: test_one_vs_eight.py), and learning on pystdlib (retrieval of second halves beats random
+init)."""
 
 import jax
 import numpy as np
 import pytest
-
-
-def test_one_device_equals_eight(make_text_config, text_one_vs_eight):
-  text_one_vs_eight(make_text_config("simcse_pystdlib"), metric_keys=("embedding_std_ratio",))
 
 
 def test_the_two_passes_differ_only_by_dropout(make_text_config):

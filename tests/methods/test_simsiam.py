@@ -1,4 +1,4 @@
-"""SimSiam: the method contract, the stop-gradient switch, a 2-step smoke run on 8 devices,
+"""SimSiam: the method contract, the stop-gradient switch (1 vs 8 devices: test_one_vs_eight.py),
 learning on digits, and the collapse guard (no stop-gradient collapses and the monitor says so)."""
 
 import json
@@ -94,10 +94,6 @@ def test_stop_gradient_switch_changes_gradients_not_the_loss(make_config):
   diff = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), grads[True]["projector"],
                       grads[False]["projector"])
   assert max(jax.tree.leaves(diff)) > 1e-6
-
-
-def test_two_steps_on_eight_devices(make_config, two_steps_on_eight_devices):
-  two_steps_on_eight_devices(make_config(**HEADS, total_steps=2))
 
 
 def _run(tmp_path, name, overrides):
