@@ -70,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
                  help="skip the embedding figure (no checkpoint is read)")
 
   c = sub.add_parser("compare", help="a Markdown table of several workdirs' eval.json",
-                     description="One row per workdir (named by its method unless --names), then "
+                     description="One row per workdir (named by its method's display name, e.g. MoCo v2, "
+                     "unless --names), then "
                      "the random-init and raw-pixel baselines, which must be the same for all.")
   c.add_argument("workdirs", nargs="+")
   c.add_argument("--names", default=None, help="comma-separated row names, one per workdir")
@@ -86,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
 def _compare(workdirs, names) -> str:
   import json  # pylint: disable=g-import-not-at-top
 
+  from ssl_jax import methods  # pylint: disable=g-import-not-at-top
   from ssl_jax.evaluate.table import compare_markdown  # pylint: disable=g-import-not-at-top
   names = names.split(",") if names else None
   if names is not None and len(names) != len(workdirs):
@@ -97,6 +99,8 @@ def _compare(workdirs, names) -> str:
     if names is None:
       with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
         name = json.load(f)["method"]
+      if name in methods.METHODS:
+        name = methods.display_name(name)
     else:
       name = names[i]
     if name in runs:

@@ -36,9 +36,12 @@ def test_loss_example_runs_and_matches_one_device():
   assert jax.device_count() == 8
 
 
-METHOD_ROWS = {"simclr": "SimCLR", "moco_v2": "MoCo v2", "moco_v3": "MoCo v3", "byol": "BYOL",
-               "simsiam": "SimSiam", "barlow_twins": "Barlow Twins", "vicreg": "VICReg",
-               "nnclr": "NNCLR"}
+def _method_rows() -> dict:
+  """``{method: row name}`` of the README's results table: every registered image method, named
+  by its module's ``DISPLAY_NAME`` (as ``ssl-jax compare`` names the rows)."""
+  from ssl_jax import methods
+  return {name: methods.display_name(name) for name in methods.METHODS
+          if methods.modality(name) == "image"}
 
 
 def test_results_table_is_the_recorded_runs():
@@ -52,7 +55,7 @@ def test_results_table_is_the_recorded_runs():
 
   results_dir = os.path.join(ROOT, "docs", "results", "digits")
   runs = {}
-  for method, row in METHOD_ROWS.items():
+  for method, row in _method_rows().items():
     with open(os.path.join(results_dir, f"{method}_eval.json"), encoding="utf-8") as f:
       runs[row] = json.load(f)
     with open(os.path.join(results_dir, f"{method}_config.json"), encoding="utf-8") as f:

@@ -29,6 +29,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from ssl_jax import modalities
 from ssl_jax.models.cnn import SmallCNN
 from ssl_jax.models.conv import Conv, resolve_padding
 from ssl_jax.models.resnet import BasicBlock, Bottleneck, ResNet
@@ -122,42 +123,31 @@ def text_forward_flops(net, seq_len: int) -> int:
   return seq_len * per_token + len(net.blocks) * 2 * 2 * seq_len * seq_len * net.width
 
 
-def _text_step_flops(config, batch: int) -> dict:
-  """The language methods, per row of ``seq_len`` tokens (forward passes as run):
+def text_step_flops(config, view_hw, batch: int) -> dict:
+  """:func:`method_step_flops` of a language method, per row of ``seq_len`` tokens (forward
+  passes as run): the encoder's blocks on every token (:func:`text_forward_flops`) and the heads
+  the method declares (``flops_networks(config).heads``, :class:`ssl_jax.methods.FlopsHead`: a
+  network's dense layers and the tied vocabulary projection at so many positions), times the
+  method's passes (e.g. SimCSE's two dropout masks).
 
-  * ``mlm``: the encoder on every token; the head (dense + tied vocabulary projection) on the
-    ``max_predictions`` gathered positions; no pooler.
-  * ``nsp``: ``mlm`` plus the pooler and the 2-way classifier on the ``[CLS]`` token.
-  * ``clm``: the decoder on every token and the tied output layer on every position.
-  * ``simcse``: two passes of the encoder (two dropout masks) and of the optional MLP.
+  ``view_hw`` is unused (rows have no views): the signature of the modality hook
+  ``STEP_FLOPS`` (:mod:`ssl_jax.modalities`).
   """
-  # pylint: disable=import-outside-toplevel
-  from ssl_jax.methods import clm, mlm, simcse, text_common
-  tokenizer = text_common.tokenizer_for(config)
-  method, t = config.method, config.text.seq_len
-  if method not in ("mlm", "nsp", "clm", "simcse"):
-    raise ValueError(f"No FLOPs formula for text method {method!r}.")
-  builders = {"mlm": lambda: mlm.build_networks(config, tokenizer),
-              "nsp": lambda: mlm.build_networks(config, tokenizer, nsp=True),
-              "clm": lambda: clm.build_networks(config, tokenizer),
-              "simcse": lambda: simcse.build_networks(config, tokenizer)}
-  bundle = _abstract_bundle(builders[method]())
-  enc = bundle.encoder
+  del view_hw
+  declared = _declared(config)
+  bundle = _abstract_bundle(declared.networks)
+  enc, t = bundle.encoder, config.text.seq_len
   vocab_projection = 2 * enc.width * enc.vocab_size  # per position
   parts = {"encoder": text_forward_flops(enc, t)}
-  passes = 1
-  if method in ("mlm", "nsp"):
-    parts["mlm_head"] = mlm.max_predictions(config) * (linear_flops(bundle.mlm_head.dense)
-                                                       + vocab_projection)
-  if method == "nsp":
-    parts["pooler"] = linear_flops(enc.pooler)
-    parts["nsp_head"] = linear_flops(bundle.nsp_head.fc)
-  if method == "clm":
-    parts["lm_head"] = t * vocab_projection
-  if method == "simcse":
-    passes = 2
-    if getattr(bundle, "mlp", None) is not None:
-      parts["mlp"] = linear_flops(bundle.mlp)
+  for name, head in declared.heads.items():
+    dense = 0
+    if head.network is not None:
+      module = bundle
+      for attr in head.network.split("."):
+        module = getattr(module, attr)
+      dense = _dense_stack(module)
+    parts[name] = head.positions * (dense + (vocab_projection if head.vocab_projection else 0))
+  passes = declared.passes
   trained = batch * passes * sum(parts.values())
   return {"forward_per_example": parts, "passes": passes, "trained_forward": trained,
           "teacher_forward": 0, "model_flops": 3 * trained, "tokens_per_example": t}
@@ -200,48 +190,44 @@ def _abstract_bundle(nets):
   return nnx.eval_shape(lambda: build(nnx.Rngs(0), None))
 
 
-def _networks(method_name: str, config,
-              view_sizes: Sequence[Sequence[int]]) -> tuple[dict, dict]:
-  """``({name: (module, [hw, ...])}, {name: (module, [hw, ...])})``: trained networks and teachers,
-  each with the size of every view it runs a forward pass on (per example of the batch).
-
-  Trained networks see every view; teachers (BYOL, MoCo v3) the global views only (the largest
-  size, as multi-crop teachers do); MoCo v2's query and key networks see one view each (the first
-  and the second in name order), or both with its symmetric loss."""
+def _declared(config):
+  """The method's :class:`ssl_jax.methods.FlopsNetworks` (its module's ``flops_networks``)."""
   from ssl_jax import methods  # pylint: disable=import-outside-toplevel
+  module = methods.get_module(config.method)
+  if not hasattr(module, "flops_networks"):
+    raise ValueError(f"No FLOPs declaration for method {config.method!r}: its module "
+                     f"{module.__name__} needs flops_networks(config) (see ssl_jax.methods).")
+  return module.flops_networks(config)
 
-  module = methods.get_module(method_name)
-  kw = config.method_kwargs
-  builders = {
-      "simclr": lambda: module.build_networks(config, projector_dims=(
-          kw.proj_hidden_dim, kw.proj_dim, kw.proj_layers, kw.proj_output_norm)),
-      "byol": lambda: module.build_networks(config, with_predictor=True),
-      "moco_v3": lambda: module.build_networks(config, with_predictor=True),
-  }
-  for name in ("barlow_twins", "vicreg"):
-    builders[name] = lambda: module.build_networks(
-        config, hidden=kw.proj_hidden_dim, out=kw.proj_dim, layers=kw.proj_layers)
-  nets = builders.get(method_name, lambda: module.build_networks(config))()
-  bundle = _abstract_bundle(nets)
+
+def _networks(config, view_sizes: Sequence[Sequence[int]]) -> tuple[dict, dict]:
+  """``({name: (module, [hw, ...])}, {name: (module, [hw, ...])})``: trained networks and teachers
+  of an image method as it declares them (``flops_networks``), each with the size of every view
+  it runs a forward pass on (per example of the batch).
+
+  Trained networks see every view, or the first ``passes`` views in name order where the method
+  declares fewer passes than there are views (MoCo v2's asymmetric loss); teachers (BYOL, MoCo
+  v3) see the global views (the largest size, as multi-crop teachers do), or the next ``passes``
+  views where the trained networks see only some (MoCo v2's key network)."""
+  declared = _declared(config)
+  bundle = _abstract_bundle(declared.networks)
   parts = {name: m for name, m in vars(bundle).items() if isinstance(m, nnx.Module)}
   views = [tuple(hw) for hw in view_sizes]
   largest = max(views, key=lambda s: (s[0] * s[1], s))
-  global_views = [hw for hw in views if hw == largest]
-  trained = {name: (m, views) for name, m in parts.items()}
-  teachers: dict = {}
-  if method_name in ("byol", "moco_v3"):
-    teachers = {f"teacher_{n}": (parts[n], global_views)
-                for n in ("encoder", "projector") if n in parts}
-  elif method_name == "moco_v2":
-    query, key = (views, views) if kw.symmetric else (views[:1], views[1:2])
-    trained = {name: (m, query) for name, m in parts.items()}
-    teachers = {f"teacher_{name}": (m, key) for name, m in parts.items()}
+  if declared.passes < len(views):  # e.g. MoCo v2's asymmetric loss: query on one view, key on
+    seen, teacher_views = views[:declared.passes], views[declared.passes:2 * declared.passes]
+  else:
+    seen, teacher_views = views, [hw for hw in views if hw == largest]
+  trained = {name: (m, seen) for name, m in parts.items()}
+  teachers = {f"teacher_{n}": (parts[n], teacher_views) for n in declared.teachers if n in parts}
   return trained, teachers
 
 
 def method_step_flops(config, view_sizes: Sequence[Sequence[int]] | None, *,
                       batch_size: int | None = None) -> dict:
-  """Model FLOPs of one train step of ``config`` (whole global batch, all devices).
+  """Model FLOPs of one train step of ``config`` (whole global batch, all devices), by the
+  formula of its modality (:mod:`ssl_jax.modalities`: :func:`image_step_flops`,
+  :func:`text_step_flops`).
 
   Every view counts at its own resolution: two global views and N smaller local crops
   (multi-crop) cost the sum of their per-view forward passes.
@@ -258,14 +244,17 @@ def method_step_flops(config, view_sizes: Sequence[Sequence[int]] | None, *,
     "trained_forward", "teacher_forward", "model_flops"}`` where the last three are per step and
     ``model_flops = 3 * trained_forward + teacher_forward``.
   """
-  from ssl_jax import methods  # pylint: disable=import-outside-toplevel
   batch = config.batch_size if batch_size is None else batch_size
-  if methods.modality(config.method) == "text":
-    return _text_step_flops(config, batch)
+  return modalities.hook(modalities.of(config), "STEP_FLOPS")(config, view_sizes, batch)
+
+
+def image_step_flops(config, view_sizes: Sequence[Sequence[int]], batch: int) -> dict:
+  """:func:`method_step_flops` of an image method: each network's forward FLOPs on every view it
+  sees, at that view's size (:func:`_networks`)."""
   if not view_sizes or any(len(hw) != 2 for hw in view_sizes):
     raise ValueError(f"method_step_flops needs the (height, width) of every view, got "
                      f"{view_sizes!r}.")
-  trained, teachers = _networks(config.method, config, view_sizes)
+  trained, teachers = _networks(config, view_sizes)
   largest = max((tuple(hw) for hw in view_sizes), key=lambda s: (s[0] * s[1], s))
   per_example, per_view, totals = {}, {}, {"trained": 0, "teacher": 0}
   for kind, group in (("trained", trained), ("teacher", teachers)):
@@ -297,4 +286,4 @@ def param_count(tree: PyTree) -> int:
 
 
 __all__ = ["conv_flops", "linear_flops", "network_forward_flops", "method_step_flops",
-           "xla_flops", "param_count"]
+           "image_step_flops", "text_step_flops", "xla_flops", "param_count"]

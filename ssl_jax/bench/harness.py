@@ -33,6 +33,7 @@ import numpy as np
 
 from ssl_jax import cli
 from ssl_jax import config as config_lib
+from ssl_jax import modalities
 from ssl_jax.bench import flops as flops_lib
 from ssl_jax.bench import peak as peak_lib
 from ssl_jax.data import make_iterator
@@ -40,7 +41,7 @@ from ssl_jax.data.sources import ArraySource
 from ssl_jax.train.online_probe import probe_classes
 from ssl_jax.train import xla_options
 from ssl_jax.train.loop import build_for_pretraining, example_batch_for, load_train_source
-from ssl_jax.train.preprocess import make_preprocess, make_view_preprocess
+from ssl_jax.train.preprocess import make_preprocess
 
 DONATION_WARNING = "donated buffers were not usable"
 # Image shape of a dataset when the benchmark uses synthetic pixels (throughput does not depend
@@ -81,8 +82,7 @@ def bench_source(config, *, data: str = "auto", min_examples: int = 0):
   """
   if data not in ("auto", "real", "synthetic"):
     raise ValueError(f"data={data!r}; valid: auto, real, synthetic.")
-  from ssl_jax import methods  # pylint: disable=import-outside-toplevel
-  if methods.modality(config.method) == "text":  # corpora are small and ship with the library
+  if not modalities.of(config).SYNTHETIC_BENCH_DATA:
     return load_train_source(config), "real"
   if data != "synthetic":
     try:
@@ -199,9 +199,8 @@ def measure_step(config, *, steps: int = 10, repeats: int = 5, warmup: int = 2,
   if peak["backend"] == "cpu":  # which libraries ran the step (after the engine's checks)
     ran = xla_options.kernels_name(engine.compiler_options)
     record["cpu_kernels"] = ran if ran == config.cpu_kernels else f"{ran} (fallback)"
-  if "tokens" in host_batch:
-    tokens = int(np.prod(np.shape(host_batch["tokens"])))
-    record["tokens_per_s"] = round(tokens / median, 1)
+  record.update({k: round(v, 1) for k, v in  # tokens/s for text (the modality's units)
+                 modalities.of(config).throughput(config, config.batch_size / median).items()})
   if xla_cost:
     record.update(_xla_cost(engine, state, batch))
     if record.get("xla_flops_per_device") is not None:
@@ -212,22 +211,13 @@ def measure_step(config, *, steps: int = 10, repeats: int = 5, warmup: int = 2,
 
 
 def _model_flops(config, host_batch) -> dict:
-  """Analytic model FLOPs of the step (view sizes from the config's view recipes)."""
-  sizes = None if "image" not in host_batch else _views_hw(config, host_batch)
+  """Analytic model FLOPs of the step (view sizes from the modality: the config's view recipes
+  applied to the batch's images)."""
+  sizes = modalities.of(config).view_sizes(config, host_batch)
   try:
     return flops_lib.method_step_flops(config, sizes)
   except (ValueError, AttributeError, KeyError) as e:
     return {"model_flops": None, "error": str(e)}
-
-
-def _views_hw(config, host_batch) -> list[tuple[int, int]]:
-  """The ``(height, width)`` of every view of the config's recipes, in sorted name order."""
-  images = host_batch["image"][:1]
-  pre = make_view_preprocess(config.views)
-  out = jax.eval_shape(lambda im, ix: pre({"image": im, "index": ix}, jax.random.key(0)),
-                       jax.ShapeDtypeStruct(images.shape, images.dtype),
-                       jax.ShapeDtypeStruct((1,), np.int32))
-  return [(int(v.shape[1]), int(v.shape[2])) for _, v in sorted(out["views"].items())]
 
 
 def _xla_cost(engine, state, batch) -> dict:
@@ -434,29 +424,43 @@ def write_text_batch(config, path: str) -> str:
 
 def methods_configs(*, batch_size: int, dtype: str, encoder: str | None,
                     names: Iterable[str] | None = None) -> dict:
-  """``{method: config}``: each registered image method's CIFAR-10 experiment (its views, heads
-  and optimizer; ``encoder`` overrides its encoder), each language method's CPU-corpus experiment
-  (``experiments/<method>_pydoc.py`` or ``_pystdlib.py``; a method without one, ``nsp``, runs the
-  ``mlm_pydoc`` recipe switched to it, as the README runs it)."""
+  """``{method: config}``: each registered method's benchmark experiment, as its modality's
+  ``BENCH_CONFIG`` hook gives it (:func:`image_bench_config`, :func:`text_bench_config`), at
+  ``batch_size`` and ``dtype``. A method module's ``QUEUE_KWARG`` names a queue of
+  ``method_kwargs`` that must hold at least one global batch: it is grown to two batches."""
   from ssl_jax import methods  # pylint: disable=import-outside-toplevel
   out = {}
   for name in (names or methods.METHODS):
-    methods.get_module(name)  # a clear error for an unknown name
-    if methods.modality(name) == "text":
-      found = [f"{name}_{corpus}" for corpus in ("pydoc", "pystdlib") if os.path.exists(
-          os.path.join(repo_root(), "experiments", f"{name}_{corpus}.py"))]
-      c = _experiment(found[0]) if found else _experiment("mlm_pydoc",
-                                                          overrides=[("method", name)])
-    else:
-      c = _experiment(f"{name}_cifar10")
-      if encoder:
-        c.encoder = encoder
+    module = methods.get_module(name)  # a clear error for an unknown name
+    bench_config = modalities.hook(modalities.get(methods.modality(name)), "BENCH_CONFIG")
+    c = bench_config(name, encoder)
     c.batch_size, c.compute_dtype = batch_size, dtype
-    if name in ("moco_v2", "nnclr"):  # the queue must hold at least one batch
-      c.method_kwargs.queue_size = max(c.method_kwargs.queue_size, 2 * batch_size)
+    queue = getattr(module, "QUEUE_KWARG", None)
+    if queue:
+      c.method_kwargs[queue] = max(c.method_kwargs[queue], 2 * batch_size)
     config_lib.validate(c)
     out[name] = c
   return out
+
+
+def image_bench_config(method: str, encoder: str | None):
+  """The CIFAR-10 experiment of an image ``method`` (``experiments/<method>_cifar10.py``: its
+  views, heads and optimizer), its encoder replaced by ``encoder`` when given."""
+  c = _experiment(f"{method}_cifar10")
+  if encoder:
+    c.encoder = encoder
+  return c
+
+
+def text_bench_config(method: str, encoder: str | None):
+  """The CPU-corpus experiment of a language ``method`` (``experiments/<method>_pydoc.py`` or
+  ``_pystdlib.py``; a method without one, ``nsp``, runs the ``mlm_pydoc`` recipe switched to it,
+  as the README runs it). ``encoder`` is ignored: the image encoders do not apply."""
+  del encoder
+  found = [f"{method}_{corpus}" for corpus in ("pydoc", "pystdlib") if os.path.exists(
+      os.path.join(repo_root(), "experiments", f"{method}_{corpus}.py"))]
+  return (_experiment(found[0]) if found
+          else _experiment("mlm_pydoc", overrides=[("method", method)]))
 
 
 def run_torch_reference(spec: dict, *, steps: int, repeats: int, warmup: int,

@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ssl_jax import modalities
 from ssl_jax.evaluate.fewshot import budget_sort_key
 from ssl_jax.train.monitors import COLLAPSE_THRESHOLD
 
@@ -323,11 +324,10 @@ def write_report(workdir: str, *, projection: str = "pca", max_points: int = 200
   if not evals:
     notes.append("No eval.json: run `ssl-jax eval --workdir DIR` for the accuracy chart.")
 
-  from ssl_jax import methods  # pylint: disable=g-import-not-at-top
-  if embedding and methods.modality(config.method) == "text":
+  no_embedding = modalities.of(config).NO_EMBEDDING_FIGURE
+  if embedding and no_embedding:
     embedding = False
-    notes.append("No embedding figure for a language method (its features are scored by the "
-                 "docstring task in eval.json).")
+    notes.append(no_embedding)
   if embedding:
     try:
       feats, labels, names, step = embed_test_split(workdir, config, max_points=max_points)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ssl_jax import augment, methods
+from ssl_jax import augment, methods, modalities
 from ssl_jax.data import load_arrays
 from ssl_jax.evaluate.fewshot import evaluate_features
 from ssl_jax.evaluate.table import format_table
@@ -172,26 +172,29 @@ def merge_results(old: dict, new: dict) -> dict:
 
 def evaluate_workdir(workdir: str, *, dataset: str | None = None, step: int | None = None,
                      protocols=None, print_table: bool = True, return_info: bool = False):
-  """Evaluates the latest (or ``step``) checkpoint of ``workdir``; writes and returns the results
-  (and, with ``return_info``, the per-draw details of
-  :func:`ssl_jax.evaluate.fewshot.evaluate_features`).
-
-  ``protocols``: see :func:`plan_protocols`. The results are merged into an existing
-  ``eval.json`` (:func:`merge_results`): entries computed now replace the same entries, others
-  are kept. Fine-tuning (:mod:`ssl_jax.evaluate.finetune`) runs on the pretraining dataset only.
+  """Evaluates the latest (or ``step``) checkpoint of ``workdir`` as its modality does
+  (:mod:`ssl_jax.modalities`: :func:`evaluate_images` for images,
+  :func:`ssl_jax.evaluate.text.evaluate_text` for text); writes and returns the results (and,
+  with ``return_info``, the per-draw details of :func:`ssl_jax.evaluate.fewshot.evaluate_features`).
   """
+  workdir = os.path.abspath(workdir)
+  config = load_run_config(workdir)
+  evaluate = modalities.hook(modalities.of(config), "EVALUATE")
+  results, info = evaluate(workdir, config, dataset=dataset, step=step, protocols=protocols,
+                           print_table=print_table)
+  return (results, info) if return_info else results
+
+
+def evaluate_images(workdir: str, config, *, dataset: str | None, step: int | None, protocols,
+                    print_table: bool) -> tuple[dict, dict]:
+  """``(results, per-draw details)`` of an image run (the module docstring's three feature
+  sources, the few-label probes of ``protocols``: see :func:`plan_protocols`). The results are
+  merged into an existing ``eval.json`` (:func:`merge_results`): entries computed now replace
+  the same entries, others are kept. Fine-tuning (:mod:`ssl_jax.evaluate.finetune`) runs on the
+  pretraining dataset only."""
   from ssl_jax.train.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
   from ssl_jax.train.loop import write_json_atomic  # pylint: disable=g-import-not-at-top
 
-  workdir = os.path.abspath(workdir)
-  config = load_run_config(workdir)
-  if methods.modality(config.method) == "text":
-    if dataset not in (None, config.dataset) or protocols not in (None, "all"):
-      raise ValueError(f"{config.method} is a language method: its evaluation (perplexity, the "
-                       "docstring task, retrieval) takes no --dataset or --protocol.")
-    from ssl_jax.evaluate.text import evaluate_text_workdir  # pylint: disable=g-import-not-at-top
-    results = evaluate_text_workdir(workdir, config=config, step=step, print_table=print_table)
-    return (results, {}) if return_info else results
   dataset = dataset or config.dataset
   probes, budgets, do_finetune = plan_protocols(protocols, config)
   if do_finetune and dataset != config.dataset:
@@ -239,7 +242,7 @@ def evaluate_workdir(workdir: str, *, dataset: str | None = None, step: int | No
           f"test {len(test_y)} examples, {num_classes} classes")
     print(format_table(results))
     print(f"Wrote {os.path.join(workdir, name)}")
-  return (results, info) if return_info else results
+  return results, info
 
 
 def _slug(name: str) -> str:

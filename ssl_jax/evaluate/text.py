@@ -132,6 +132,17 @@ def _recall_at_1(first: np.ndarray, second: np.ndarray) -> float:
   return float(np.mean(np.argmax(a @ b.T, axis=1) == np.arange(len(a))))
 
 
+def evaluate_text(workdir: str, config, *, dataset: str | None, step: int | None, protocols,
+                  print_table: bool) -> tuple[dict, dict]:
+  """``(results, {})``: the text modality's evaluation (:mod:`ssl_jax.modalities.text`) of
+  ``workdir`` for :func:`ssl_jax.evaluate.runner.evaluate_workdir`, which takes no other dataset
+  and no protocol (the module docstring's scores are all computed)."""
+  if dataset not in (None, config.dataset) or protocols not in (None, "all"):
+    raise ValueError(f"{config.method} is a language method: its evaluation (perplexity, the "
+                     "docstring task, retrieval) takes no --dataset or --protocol.")
+  return evaluate_text_workdir(workdir, config=config, step=step, print_table=print_table), {}
+
+
 def evaluate_text_workdir(workdir: str, *, config, step: int | None = None,
                           print_table: bool = True, docstring_task: bool = True) -> dict:
   """Evaluates a language method's workdir (module docstring); writes ``DIR/eval.json``.

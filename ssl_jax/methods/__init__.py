@@ -50,6 +50,12 @@ largest size (global) and of smaller sizes (local crops) its ``loss_fn`` takes, 
 and no local one. The engine refuses a ``config.views`` that does not provide them before training
 (:func:`ssl_jax.methods.common.check_views`).
 
+A method module also declares ``DISPLAY_NAME`` (how tables and the README name it, e.g.
+``"MoCo v2"``; :func:`display_name`), ``MODALITY`` (default ``"image"``; see
+:mod:`ssl_jax.modalities`) and ``flops_networks(config) -> FlopsNetworks`` (what one train step
+runs, for :mod:`ssl_jax.bench.flops`); optionally ``QUEUE_KWARG``, the ``method_kwargs`` key of a
+queue that must hold at least one global batch (benchmarks at other batch sizes grow it).
+
 ``batch_stats`` is a separate argument (not part of ``method_state``) because the engine owns it
 generically: it is the BatchNorm running statistics of the trained networks, updated by the
 forward pass, held back on skipped steps, and needed by ``features``.
@@ -152,6 +158,33 @@ class Method(NamedTuple):
   state_sharding: Callable[[PyTree], PyTree] | None = None
 
 
+class FlopsHead(NamedTuple):
+  """A head of a language method in the FLOPs count: the dense layers of the bundle's
+  ``network`` (a dotted attribute path; None for none) applied at ``positions`` positions per
+  row, plus the tied vocabulary projection (``2 * width * vocab`` per position) when
+  ``vocab_projection``."""
+
+  network: str | None
+  positions: int
+  vocab_projection: bool = False
+
+
+class FlopsNetworks(NamedTuple):
+  """What one train step of a method runs, for :mod:`ssl_jax.bench.flops`.
+
+  ``networks``: the method's :class:`~ssl_jax.models.nnx_utils.Networks` as the step builds
+  them; every network of the bundle is trained, ``passes`` forward passes per example (views, or
+  dropout masks); ``teachers``: the networks whose momentum (EMA) copy also runs forward, as many
+  passes (those the bundle has); ``heads`` (language methods): ``{part: FlopsHead}`` counted
+  beside the encoder's blocks, which run on every token.
+  """
+
+  networks: Any
+  passes: int = 2
+  teachers: tuple[str, ...] = ()
+  heads: dict[str, FlopsHead] = {}
+
+
 def no_update(params, batch_stats, method_state, step):
   """``Method.update`` for methods without teachers or queues."""
   del params, batch_stats, step
@@ -168,6 +201,11 @@ def get_module(name: str) -> ModuleType:
 def modality(name: str) -> str:
   """``"image"`` or ``"text"``: what the method's batches hold (a module's ``MODALITY``)."""
   return getattr(get_module(name), "MODALITY", "image")
+
+
+def display_name(name: str) -> str:
+  """How tables name the method ``name`` (its module's ``DISPLAY_NAME``)."""
+  return get_module(name).DISPLAY_NAME
 
 
 def make(name: str, config, run: RunInfo = RunInfo()) -> Method:

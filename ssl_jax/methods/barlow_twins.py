@@ -35,11 +35,13 @@ from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
 from ssl_jax.losses._utils import global_mean
 from ssl_jax.losses.redundancy import _standardize  # the loss's own standardization (same eps)
-from ssl_jax.methods import Method, RunInfo, no_update
+from ssl_jax.methods import FlopsNetworks, Method, RunInfo, no_update
 from ssl_jax.methods.common import (bn_axis, build_encoder, encoder_features, plain_init,
                                    two_views)
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.nnx_utils import Bundle, Networks
+
+DISPLAY_NAME = "Barlow Twins"
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -109,3 +111,11 @@ def make(config, run: RunInfo = RunInfo()) -> Method:
 
   return Method(init=plain_init(nets), loss_fn=loss_fn, update=no_update,
                 features=encoder_features(nets))
+
+
+def flops_networks(config) -> FlopsNetworks:
+  """What one train step runs, for the FLOPs count (:class:`ssl_jax.methods.FlopsNetworks`):
+  encoder and projector on both views."""
+  kw = config.method_kwargs
+  return FlopsNetworks(build_networks(config, hidden=kw.proj_hidden_dim, out=kw.proj_dim,
+                                      layers=kw.proj_layers))

@@ -42,12 +42,14 @@ import ml_collections
 
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
-from ssl_jax.methods import Method, RunInfo
+from ssl_jax.methods import FlopsNetworks, Method, RunInfo
 from ssl_jax.methods.common import (bn_axis, build_encoder, cosine_momentum, encoder_features,
                                    teacher_after_forward, teacher_init, teacher_update,
                                    two_views)
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.nnx_utils import Bundle, Networks
+
+DISPLAY_NAME = "BYOL"
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -129,3 +131,10 @@ def make(config, run: RunInfo = RunInfo()) -> Method:
     return {"target": teacher_update(method_state["target"], params, momentum)}
 
   return Method(init=init, loss_fn=loss_fn, update=update, features=encoder_features(online_nets))
+
+
+def flops_networks(config) -> FlopsNetworks:
+  """What one train step runs, for the FLOPs count (:class:`ssl_jax.methods.FlopsNetworks`):
+  the online networks on both views, and the momentum encoder and projector on both."""
+  return FlopsNetworks(build_networks(config, with_predictor=True),
+                       teachers=("encoder", "projector"))

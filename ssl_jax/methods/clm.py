@@ -20,13 +20,14 @@ import numpy as np
 
 from ssl_jax import losses
 from ssl_jax.losses.text import causal_targets, weighted_mean
-from ssl_jax.methods import Method, RunInfo, no_update
+from ssl_jax.methods import FlopsHead, FlopsNetworks, Method, RunInfo, no_update
 from ssl_jax.methods.common import plain_init
 from ssl_jax.methods.text_common import (build_transformer, check_encoder, example_keys,
                                          text_features, tokenizer_for)
 from ssl_jax.models.nnx_utils import Bundle, Networks
 from ssl_jax.models.text import generate
 
+DISPLAY_NAME = "CLM"
 MODALITY = "text"
 DATA = dict(style="gpt", pairs=False, pack=True)
 
@@ -90,3 +91,9 @@ def samples(config, params, batch_stats, prompts: np.ndarray) -> list[str]:
   p = prompts.shape[1]
   return [f"{tokenizer.decode(row[:p])} | {tokenizer.decode(row[p:])}" for row in out]
 
+
+def flops_networks(config) -> FlopsNetworks:
+  """What one train step runs, for the FLOPs count (:class:`ssl_jax.methods.FlopsNetworks`):
+  the decoder on every token and the tied output layer at every position."""
+  return FlopsNetworks(build_networks(config, tokenizer_for(config)), passes=1, heads={
+      "lm_head": FlopsHead(None, config.text.seq_len, vocab_projection=True)})

@@ -26,13 +26,14 @@ import ml_collections
 from ssl_jax import losses
 from ssl_jax.losses.text import weighted_mean
 from ssl_jax.masking import bert_mask
-from ssl_jax.methods import Method, RunInfo, no_update
+from ssl_jax.methods import FlopsHead, FlopsNetworks, Method, RunInfo, no_update
 from ssl_jax.methods.common import plain_init
 from ssl_jax.methods.text_common import (build_transformer, check_encoder, example_keys,
                                          gather_positions, text_features, tokenizer_for)
 from ssl_jax.models.nnx_utils import Bundle, Networks
 from ssl_jax.models.text import MLMHead
 
+DISPLAY_NAME = "MLM"
 MODALITY = "text"
 DATA = dict(style="bert", pairs=False, pack=True)
 
@@ -112,3 +113,11 @@ def make(config, run: RunInfo = RunInfo()) -> Method:
 
   return Method(init=plain_init(nets), loss_fn=loss_fn, update=no_update,
                 features=text_features(nets))
+
+
+def flops_networks(config) -> FlopsNetworks:
+  """What one train step runs, for the FLOPs count (:class:`ssl_jax.methods.FlopsNetworks`):
+  the encoder on every token, the head (dense + tied vocabulary projection) on the
+  ``max_predictions`` gathered positions; no pooler."""
+  return FlopsNetworks(build_networks(config, tokenizer_for(config)), passes=1, heads={
+      "mlm_head": FlopsHead("mlm_head", max_predictions(config), vocab_projection=True)})

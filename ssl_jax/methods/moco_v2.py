@@ -60,11 +60,14 @@ import ml_collections
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
 from ssl_jax.losses._utils import l2_normalize
-from ssl_jax.methods import Method, RunInfo
+from ssl_jax.methods import FlopsNetworks, Method, RunInfo
 from ssl_jax.methods.common import (bn_axis, build_encoder, ema, encoder_features, encoder_width,
                                    gather_global, push, teacher_after_forward, two_views)
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.nnx_utils import Bundle, Networks
+
+QUEUE_KWARG = "queue_size"  # holds keys of past batches
+DISPLAY_NAME = "MoCo v2"
 
 # A fold_in constant for the initial queue's key, far from the counts nnx.Rngs folds into ``rng``.
 _QUEUE_STREAM = 0x6D6F636F
@@ -164,3 +167,9 @@ def make(config, run: RunInfo = RunInfo()) -> Method:
 
   return Method(init=init, loss_fn=loss_fn, update=update, features=encoder_features(nets))
 
+
+def flops_networks(config) -> FlopsNetworks:
+  """What one train step runs, for the FLOPs count (:class:`ssl_jax.methods.FlopsNetworks`):
+  the query networks and their momentum copies, on one view each (both with ``symmetric``)."""
+  passes = 2 if config.method_kwargs.symmetric else 1
+  return FlopsNetworks(build_networks(config), passes=passes, teachers=("encoder", "projector"))

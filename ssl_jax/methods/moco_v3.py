@@ -46,12 +46,14 @@ import ml_collections
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
 from ssl_jax.losses._utils import l2_normalize
-from ssl_jax.methods import Method, RunInfo
+from ssl_jax.methods import FlopsNetworks, Method, RunInfo
 from ssl_jax.methods.common import (bn_axis, build_encoder, cosine_momentum, encoder_features,
                                    teacher_after_forward, teacher_init, teacher_update,
                                    two_views)
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.nnx_utils import Bundle, Networks
+
+DISPLAY_NAME = "MoCo v3"
 
 MOMENTUM_KEYS = ("encoder", "projector")  # the sub-networks the momentum network mirrors
 
@@ -143,3 +145,10 @@ def make(config, run: RunInfo = RunInfo()) -> Method:
 def momentum_at(step, total_steps: int | None, kw) -> jax.Array:
   """The momentum used by the update that prepares the keys of iteration ``step``."""
   return cosine_momentum(step, total_steps, kw.base_momentum, kw.final_momentum)
+
+
+def flops_networks(config) -> FlopsNetworks:
+  """What one train step runs, for the FLOPs count (:class:`ssl_jax.methods.FlopsNetworks`):
+  the online networks on both views, and the momentum encoder and projector on both."""
+  return FlopsNetworks(build_networks(config, with_predictor=True),
+                       teachers=("encoder", "projector"))

@@ -45,11 +45,14 @@ import ml_collections
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
 from ssl_jax.losses._utils import global_mean, l2_normalize
-from ssl_jax.methods import Method, RunInfo, no_update
+from ssl_jax.methods import FlopsNetworks, Method, RunInfo, no_update
 from ssl_jax.methods.common import (bn_axis, build_encoder, encoder_features, encoder_width,
                                    gather_global, two_views)
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.nnx_utils import Bundle, Networks
+
+QUEUE_KWARG = "queue_size"  # holds keys of past batches
+DISPLAY_NAME = "NNCLR"
 
 OUTPUT_NORMS = ("bn", "none")
 
@@ -146,3 +149,9 @@ def make(config, run: RunInfo = RunInfo()) -> Method:
     return loss, (metrics, nets.batch_stats(model), new_state)
 
   return Method(init=init, loss_fn=loss_fn, update=no_update, features=encoder_features(nets))
+
+
+def flops_networks(config) -> FlopsNetworks:
+  """What one train step runs, for the FLOPs count (:class:`ssl_jax.methods.FlopsNetworks`):
+  every network on both views."""
+  return FlopsNetworks(build_networks(config))

@@ -16,10 +16,11 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.methods import Method, RunInfo, mlm, no_update
+from ssl_jax.methods import FlopsHead, FlopsNetworks, Method, RunInfo, mlm, no_update
 from ssl_jax.methods.common import plain_init
 from ssl_jax.methods.text_common import check_encoder, text_features, tokenizer_for
 
+DISPLAY_NAME = "BERT (MLM + NSP)"
 MODALITY = "text"
 DATA = dict(style="bert", pairs=True, pack=False)
 
@@ -54,3 +55,13 @@ def make(config, run: RunInfo = RunInfo()) -> Method:
 
   return Method(init=plain_init(nets), loss_fn=loss_fn, update=no_update,
                 features=text_features(nets))
+
+
+def flops_networks(config) -> FlopsNetworks:
+  """What one train step runs, for the FLOPs count (:class:`ssl_jax.methods.FlopsNetworks`):
+  masked LM's, plus the pooler and the 2-way classifier on the ``[CLS]`` token."""
+  return FlopsNetworks(mlm.build_networks(config, tokenizer_for(config), nsp=True), passes=1,
+                       heads={"mlm_head": FlopsHead("mlm_head", mlm.max_predictions(config),
+                                                    vocab_projection=True),
+                              "pooler": FlopsHead("encoder.pooler", 1),
+                              "nsp_head": FlopsHead("nsp_head", 1)})

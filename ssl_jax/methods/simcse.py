@@ -18,13 +18,14 @@ from flax import nnx
 
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
-from ssl_jax.methods import Method, RunInfo, no_update
+from ssl_jax.methods import FlopsHead, FlopsNetworks, Method, RunInfo, no_update
 from ssl_jax.methods.common import plain_init
 from ssl_jax.methods.text_common import (build_transformer, check_encoder, example_keys,
                                          text_features, tokenizer_for)
 from ssl_jax.models.nnx_utils import Bundle, Networks
 from ssl_jax.models.text import mean_pool
 
+DISPLAY_NAME = "SimCSE"
 MODALITY = "text"
 DATA = dict(style="bert", pairs=False, pack=False)
 
@@ -71,3 +72,10 @@ def make(config, run: RunInfo = RunInfo()) -> Method:
 
   return Method(init=plain_init(nets), loss_fn=loss_fn, update=no_update,
                 features=text_features(nets))
+
+
+def flops_networks(config) -> FlopsNetworks:
+  """What one train step runs, for the FLOPs count (:class:`ssl_jax.methods.FlopsNetworks`):
+  two passes (two dropout masks) of the encoder and of the optional MLP."""
+  heads = {"mlp": FlopsHead("mlp", 1)} if config.method_kwargs.mlp else {}
+  return FlopsNetworks(build_networks(config, tokenizer_for(config)), passes=2, heads=heads)

@@ -46,11 +46,13 @@ import ml_collections
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
 from ssl_jax.losses._utils import AxisName, global_mean, l2_normalize
-from ssl_jax.methods import Method, RunInfo, no_update
+from ssl_jax.methods import FlopsNetworks, Method, RunInfo, no_update
 from ssl_jax.methods.common import (bn_axis, build_encoder, encoder_features, plain_init,
                                    two_views)
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.nnx_utils import Bundle, Networks
+
+DISPLAY_NAME = "SimSiam"
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -116,3 +118,9 @@ def make(config, run: RunInfo = RunInfo()) -> Method:
 
   return Method(init=plain_init(nets), loss_fn=loss_fn, update=no_update,
                 features=encoder_features(nets))
+
+
+def flops_networks(config) -> FlopsNetworks:
+  """What one train step runs, for the FLOPs count (:class:`ssl_jax.methods.FlopsNetworks`):
+  every network on both views."""
+  return FlopsNetworks(build_networks(config))

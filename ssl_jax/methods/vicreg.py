@@ -28,9 +28,11 @@ import ml_collections
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
 from ssl_jax.losses._utils import global_count, global_mean
-from ssl_jax.methods import Method, RunInfo, no_update
+from ssl_jax.methods import FlopsNetworks, Method, RunInfo, no_update
 from ssl_jax.methods.barlow_twins import build_networks, embed_views
 from ssl_jax.methods.common import bn_axis, encoder_features, plain_init
+
+DISPLAY_NAME = "VICReg"
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -83,3 +85,11 @@ def make(config, run: RunInfo = RunInfo()) -> Method:
 
   return Method(init=plain_init(nets), loss_fn=loss_fn, update=no_update,
                 features=encoder_features(nets))
+
+
+def flops_networks(config) -> FlopsNetworks:
+  """What one train step runs, for the FLOPs count (:class:`ssl_jax.methods.FlopsNetworks`):
+  encoder and projector on both views."""
+  kw = config.method_kwargs
+  return FlopsNetworks(build_networks(config, hidden=kw.proj_hidden_dim, out=kw.proj_dim,
+                                      layers=kw.proj_layers))

@@ -17,13 +17,12 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from ssl_jax import config as config_lib
-from ssl_jax import methods
-from ssl_jax.data import load_source, make_iterator
+from ssl_jax import methods, modalities
+from ssl_jax.data import make_iterator
 from ssl_jax.train.monitors import COLLAPSE_THRESHOLD
 from ssl_jax.train import optim, xla_options
 from ssl_jax.train.checkpoint import Checkpointer
@@ -200,44 +199,20 @@ def periodic_due(method, run: methods.RunInfo, done: int) -> list[int]:
 
 
 def example_batch(batch_size: int, image_shape) -> dict:
-  return {"image": jax.ShapeDtypeStruct((batch_size, *image_shape), jnp.uint8),
-          "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32),
-          "index": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+  """Shapes of a raw batch of ``batch_size`` images of ``image_shape``."""
+  return modalities.get("image").raw_batch(batch_size, image_shape)
 
 
 def example_batch_for(config, source) -> dict:
-  """Shapes of one global batch of ``source`` (image or text rows), for initialization."""
-  shapes = getattr(source, "example_shapes", None)
-  if shapes is None:
-    return example_batch(config.batch_size, source.image_shape)
-  batch = {k: jax.ShapeDtypeStruct((config.batch_size, *shape), jnp.int32)
-           for k, shape in shapes.items()}
-  batch["index"] = jax.ShapeDtypeStruct((config.batch_size,), jnp.int32)
-  return batch
+  """Shapes of one global batch of ``source``, for initialization (the run's modality's)."""
+  return modalities.of(config).example_batch(config, source)
 
 
 def load_train_source(config, split: str | None = None):
-  """The run's data source for ``split`` (default ``config.train_split``): images by dataset
-  name, or, for a language method, the corpus's packed rows (or sentence pairs) in the run's
-  tokenization (:mod:`ssl_jax.methods.text_common`). Sentence pairs of the training split are
-  built with the method's ``dupe_factor`` passes over the corpus; other splits with one."""
-  split = split or config.train_split
-  if methods.modality(config.method) == "text":
-    from ssl_jax.data import load_text_source  # pylint: disable=g-import-not-at-top
-    from ssl_jax.methods import text_common  # pylint: disable=g-import-not-at-top
-    tokenizer = text_common.tokenizer_for(config)
-    data = dict(methods.get_module(config.method).DATA)
-    if data.get("pairs") and split == config.train_split:
-      data["dupe_factor"] = config.method_kwargs.get("dupe_factor", 1)
-    source = load_text_source(config.dataset, split, tokenizer=tokenizer,
-                              seq_len=config.text.seq_len, data_dir=config.data_dir or None,
-                              seed=config.seed, **data)
-    if config.method_kwargs.get("whole_word", False):
-      source = text_common.WordStarts(source, tokenizer)
-    return source
-  return load_source(
-      config.dataset, split, data_dir=config.data_dir or None,
-      image_size=config.data.image_size or None, on_corrupt=config.data.on_corrupt)
+  """The run's data source for ``split`` (default ``config.train_split``), as its modality reads
+  it (:mod:`ssl_jax.modalities`): images by dataset name, or, for a language method, the
+  corpus's rows in the run's tokenization."""
+  return modalities.of(config).load_source(config, split)
 
 
 def build(config, num_examples: int, *, devices=None, online_probe_classes: int | None = None):
@@ -421,8 +396,7 @@ def _report(logger, config, step, metrics, t_prev, *, first, final):
   else:
     metrics["step_time_s"] = elapsed
     metrics["examples_per_s"] = config.batch_size / max(elapsed, 1e-9)
-    if methods.modality(config.method) == "text":
-      metrics["tokens_per_s"] = metrics["examples_per_s"] * config.text.seq_len
+    metrics.update(modalities.of(config).throughput(config, metrics["examples_per_s"]))
   warning = ""
   ratio = metrics.get("embedding_std_ratio")
   if ratio is not None and ratio < COLLAPSE_THRESHOLD:

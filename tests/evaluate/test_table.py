@@ -64,5 +64,8 @@ def test_compare_cli(tmp_path, capsys):
   assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
   out = capsys.readouterr().out
   assert "| method_a | 90.0 ± 1.0 | 98.0 | 50.0 |" in out and "| method_b | 80.0" in out
+  (tmp_path / "b" / "config.json").write_text(json.dumps({"method": "moco_v2"}))
+  assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+  assert "| MoCo v2 | 80.0" in capsys.readouterr().out  # a registered method's DISPLAY_NAME
   assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--names", "x"]) == 2
   assert "1 names for 2 workdirs" in capsys.readouterr().err

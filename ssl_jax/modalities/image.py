@@ -1,0 +1,89 @@
+"""Images: uint8 pixels read by dataset name, views made on device, probed by few-label accuracy.
+
+The data pipeline yields ``{"image": uint8 [B, H, W, C], "label": [B], "index": [B]}``; the step
+turns it into ``{"views": {name: float32 [B, h, w, C]}, "label", "index"}`` with the view recipes of
+``config.views`` (:mod:`ssl_jax.augment`), keyed per example by its global ``index``. Evaluation
+(:func:`ssl_jax.evaluate.runner.evaluate_images`) probes frozen features against the random-init
+and raw-pixel baselines. See :mod:`ssl_jax.modalities` for the contract.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ssl_jax import augment, methods
+from ssl_jax.data import load_source as load_dataset
+from ssl_jax.methods import common
+
+PyTree = Any
+
+EVALUATE = "ssl_jax.evaluate.runner:evaluate_images"
+STEP_FLOPS = "ssl_jax.bench.flops:image_step_flops"
+BENCH_CONFIG = "ssl_jax.bench.harness:image_bench_config"
+SYNTHETIC_BENCH_DATA = True  # throughput does not depend on pixel values
+NO_EMBEDDING_FIGURE = None
+
+
+def load_source(config, split: str | None = None):
+  """The images of ``config.dataset``'s ``split`` (default ``config.train_split``)."""
+  return load_dataset(config.dataset, split or config.train_split,
+                      data_dir=config.data_dir or None, image_size=config.data.image_size or None,
+                      on_corrupt=config.data.on_corrupt)
+
+
+def raw_batch(batch_size: int, image_shape) -> dict:
+  """Shapes of a raw image batch of ``batch_size`` images of ``image_shape`` (H, W, C)."""
+  return {"image": jax.ShapeDtypeStruct((batch_size, *image_shape), jnp.uint8),
+          "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32),
+          "index": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+
+
+def example_batch(config, source) -> dict:
+  """Shapes of one global batch of ``source``'s images."""
+  return raw_batch(config.batch_size, source.image_shape)
+
+
+def make_view_preprocess(views: Mapping[str, str], *, method: str | None = None
+                         ) -> Callable[[PyTree, jax.Array], PyTree]:
+  """``preprocess(batch, key) -> batch`` making every view of ``views`` (name -> recipe), each its
+  own array (views of different sizes are never concatenated); with ``method`` (a registered
+  name) the views are checked against its ``VIEWS`` when the step is first traced
+  (:func:`ssl_jax.methods.common.check_views`), i.e. before training."""
+  views_fn = augment.make_views(dict(views))
+  need = None if method is None else getattr(methods.get_module(method), "VIEWS", None)
+
+  def preprocess(batch, key):
+    out = {k: v for k, v in batch.items() if k != "image"}
+    out["views"] = views_fn(batch["image"], batch["index"], key)
+    if method is not None:
+      common.check_views({k: v.shape for k, v in out["views"].items()}, need, method=method)
+    return out
+
+  return preprocess
+
+
+def make_preprocess(config) -> Callable[[PyTree, jax.Array], PyTree]:
+  """The views of ``config.views``, made inside the step and checked against the method's
+  ``VIEWS``."""
+  return make_view_preprocess(config.views, method=config.method)
+
+
+def view_sizes(config, host_batch) -> list[tuple[int, int]]:
+  """The ``(height, width)`` of every view ``config.views`` makes of ``host_batch``'s images, in
+  sorted name order (shapes only: nothing is computed)."""
+  images = host_batch["image"][:1]
+  pre = make_view_preprocess(config.views)
+  out = jax.eval_shape(lambda im, ix: pre({"image": im, "index": ix}, jax.random.key(0)),
+                       jax.ShapeDtypeStruct(images.shape, images.dtype),
+                       jax.ShapeDtypeStruct((1,), np.int32))
+  return [(int(v.shape[1]), int(v.shape[2])) for _, v in sorted(out["views"].items())]
+
+
+def throughput(config, examples_per_s: float) -> dict:
+  """No rate beside examples (images) per second."""
+  del config, examples_per_s
+  return {}
