@@ -214,7 +214,7 @@ def _networks(config, view_sizes: Sequence[Sequence[int]]) -> tuple[dict, dict]:
   parts = {name: m for name, m in vars(bundle).items() if isinstance(m, nnx.Module)}
   views = [tuple(hw) for hw in view_sizes]
   largest = max(views, key=lambda s: (s[0] * s[1], s))
-  if declared.passes < len(views):  # e.g. MoCo v2's asymmetric loss: query on one view, key on
+  if declared.passes is not None and declared.passes < len(views):  # e.g. MoCo v2's asymmetric loss: query on one view, key on
     seen, teacher_views = views[:declared.passes], views[declared.passes:2 * declared.passes]
   else:
     seen, teacher_views = views, [hw for hw in views if hw == largest]

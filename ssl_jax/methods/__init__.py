@@ -173,14 +173,16 @@ class FlopsNetworks(NamedTuple):
   """What one train step of a method runs, for :mod:`ssl_jax.bench.flops`.
 
   ``networks``: the method's :class:`~ssl_jax.models.nnx_utils.Networks` as the step builds
-  them; every network of the bundle is trained, ``passes`` forward passes per example (views, or
-  dropout masks); ``teachers``: the networks whose momentum (EMA) copy also runs forward, as many
-  passes (those the bundle has); ``heads`` (language methods): ``{part: FlopsHead}`` counted
+  them; every network of the bundle is trained, ``passes`` forward passes per example (dropout
+  masks of a language method; for an image method None means every view, and a number the first
+  ``passes`` views in name order, e.g. MoCo v2's asymmetric query); ``teachers``: the networks
+  whose momentum (EMA) copy also runs forward (see :func:`ssl_jax.bench.flops.method_step_flops`
+  for the views they see); ``heads`` (language methods): ``{part: FlopsHead}`` counted
   beside the encoder's blocks, which run on every token.
   """
 
   networks: Any
-  passes: int = 2
+  passes: int | None = None
   teachers: tuple[str, ...] = ()
   heads: dict[str, FlopsHead] = {}
 

@@ -171,5 +171,5 @@ def make(config, run: RunInfo = RunInfo()) -> Method:
 def flops_networks(config) -> FlopsNetworks:
   """What one train step runs, for the FLOPs count (:class:`ssl_jax.methods.FlopsNetworks`):
   the query networks and their momentum copies, on one view each (both with ``symmetric``)."""
-  passes = 2 if config.method_kwargs.symmetric else 1
+  passes = None if config.method_kwargs.symmetric else 1  # None: every view
   return FlopsNetworks(build_networks(config), passes=passes, teachers=("encoder", "projector"))

@@ -227,7 +227,8 @@ def build(config, num_examples: int, *, devices=None, online_probe_classes: int 
     method = with_online_probe(method, num_classes=online_probe_classes,
                                learning_rate=config.eval.online_probe_lr)
   tx, _ = optim.build_optimizer(config.optimizer, batch_size=config.batch_size,
-                                total_steps=run.total_steps, steps_per_epoch=run.steps_per_epoch)
+                                total_steps=run.total_steps, steps_per_epoch=run.steps_per_epoch,
+                                param_groups=method.param_groups)
   engine = Engine(method, tx, make_preprocess(config), mode=config.parallel,
                   global_batch_size=config.batch_size, devices=devices, sync_bn=config.sync_bn,
                   clip_norm=config.optimizer.clip_norm,
