@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses._utils import (AxisName, check_embeddings, check_matrices, check_positive,
+from ssl_jax.losses.utils import (AxisName, check_embeddings, check_matrices, check_positive,
                                    check_same_dim, check_same_shape, gather, global_count,
                                    global_sum, l2_normalize)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses._utils import (AxisName, check_matrices, check_positive, check_same_shape,
+from ssl_jax.losses.utils import (AxisName, check_matrices, check_positive, check_same_shape,
                                    global_count, global_mean, global_sum, off_diagonal_mask)
 
 # BatchNorm1d's default eps: Barlow Twins standardizes with nn.BatchNorm1d(affine=False).

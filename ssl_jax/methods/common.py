@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssl_jax import models
+from ssl_jax.losses.utils import all_gather
 from ssl_jax.models.nnx_utils import Networks
 
 PyTree = Any
@@ -52,12 +53,10 @@ def gather_global(x: jax.Array, axis_name) -> jax.Array:
   without gradient: for method state such as queues (MoCo's keys, NNCLR's support set).
 
   Typed invariant over ``axis_name`` (``all_gather(..., to="invarying")``) so it can live in the
-  replicated train state under ``shard_map(check_vma=True)``. Identity without an axis.
+  replicated train state under ``shard_map(check_vma=True)``. Identity without an axis. The
+  gather itself is :func:`ssl_jax.losses.utils.all_gather`, the package's one all-gather.
   """
-  x = jax.lax.stop_gradient(x)
-  if axis_name is None:
-    return x
-  return jax.lax.all_gather(x, axis_name, axis=0, tiled=True, to="invarying")
+  return all_gather(jax.lax.stop_gradient(x), axis_name, invariant=True)
 
 
 def push(queue: jax.Array, ptr: jax.Array, rows: jax.Array) -> tuple[jax.Array, jax.Array]:

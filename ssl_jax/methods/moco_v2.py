@@ -59,7 +59,7 @@ import ml_collections
 
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
-from ssl_jax.losses._utils import l2_normalize
+from ssl_jax.losses.utils import l2_normalize
 from ssl_jax.methods import Method
 from ssl_jax.methods.common import (bn_axis, build_encoder, ema, encoder_features, encoder_width,
                                    gather_global, push, teacher_after_forward, two_views)

@@ -27,7 +27,7 @@ import ml_collections
 
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
-from ssl_jax.losses._utils import global_count, global_mean
+from ssl_jax.losses.utils import global_count, global_mean
 from ssl_jax.methods import Method, no_update
 from ssl_jax.methods.barlow_twins import build_networks, embed_views
 from ssl_jax.methods.common import bn_axis, encoder_features, plain_init
