@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.losses.utils import (AxisName, check_embeddings, check_matrices, check_positive,
-                                   check_same_dim, check_same_shape, gather, global_count,
-                                   global_sum, l2_normalize)
+                                  check_same_dim, check_same_shape, gather, global_count,
+                                  global_sum, l2_normalize)
 
 # Logit given to an anchor's similarity with itself: finite (so no inf - inf in gradients) and far
 # below any cosine / temperature, so exp() of it is exactly 0 in float32.

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.losses.utils import (AxisName, check_matrices, check_same_shape, global_mean,
-                                   l2_normalize)
+                                  l2_normalize)
 
 
 def _check(name: str, p: jax.Array, z: jax.Array) -> None:

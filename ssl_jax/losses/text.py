@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.losses.utils import (AxisName, check_matrices, check_positive, check_same_shape,
-                                   global_count, global_sum)
+                                  global_count, global_sum)
 from ssl_jax.losses.contrastive import infonce
 
 

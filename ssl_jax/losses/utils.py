@@ -117,6 +117,15 @@ def global_mean(x: jax.Array, axis_name: AxisName) -> jax.Array:
   return global_sum(jnp.sum(x, axis=0), axis_name) / global_count(x.shape[0], axis_name)
 
 
+def standardize(z: jax.Array, axis_name: AxisName, *, eps: float = 1e-5) -> jax.Array:
+  """``(z - mean) / sqrt(var + eps)`` per dimension of ``z`` ``[N, D]`` over the global batch
+  (biased variance): ``nn.BatchNorm1d(affine=False)`` in training mode, whose default ``eps``
+  (1e-5) is the one Barlow Twins standardizes with (:func:`ssl_jax.losses.barlow_twins`)."""
+  centered = z - global_mean(z, axis_name)
+  var = global_mean(centered * centered, axis_name)
+  return centered * jax.lax.rsqrt(var + eps)
+
+
 def off_diagonal_mask(d: int) -> jax.Array:
   """``[d, d]`` float32 mask, 1 off the diagonal and 0 on it."""
   return 1.0 - jnp.eye(d, dtype=jnp.float32)

@@ -12,7 +12,8 @@ from flax import nnx
 
 from ssl_jax import models
 from ssl_jax.losses.utils import all_gather
-from ssl_jax.models.nnx_utils import Networks
+from ssl_jax.models.heads import MLPHead
+from ssl_jax.models.nnx_utils import Bundle, Networks
 
 PyTree = Any
 
@@ -118,6 +119,36 @@ def encoder_features(nets: Networks) -> Callable:
     return nets.bind(params, batch_stats).encoder(images, train=False)
 
   return features
+
+
+def bias_free_projector_networks(config, *, hidden: int, out: int, layers: int) -> Networks:
+  """Encoder + the projector of Barlow Twins and VICReg: ``Linear-BN-ReLU`` x (``layers - 1``),
+  then a bias-free ``Linear`` with no normalization (no projector when ``layers == 0``).
+
+  Both methods expose it as their ``build_networks``."""
+  dtype = jnp.dtype(config.compute_dtype)
+
+  def build(rngs, bn_axis_name):
+    encoder = build_encoder(config, rngs, bn_axis_name)
+    if layers == 0:
+      return Bundle(encoder=encoder)
+    projector = MLPHead(encoder.out_features, hidden, out, num_layers=layers, hidden_norm="bn",
+                        output_norm=None, output_bias=False, bn_axis_name=bn_axis_name,
+                        dtype=dtype, rngs=rngs)
+    return Bundle(encoder=encoder, projector=projector)
+
+  return Networks(build)
+
+
+def embed_views(nets: Networks, params, batch_stats, batch, *, axis_name, use_projector: bool):
+  """Each view through encoder (+ projector) separately, as the official PyTorch code of Barlow
+  Twins and VICReg: ``(z_a, z_b, new_batch_stats)``."""
+  model = nets.bind(params, batch_stats, axis_name=axis_name)
+  out = []
+  for x in two_views(batch):
+    z = model.encoder(x, train=True)
+    out.append(model.projector(z, train=True) if use_projector else z)
+  return out[0], out[1], nets.batch_stats(model)
 
 
 # Momentum (EMA) teachers: ``{"params": {name: ...}, "batch_stats": {name: ...}}`` holding copies
