@@ -14,7 +14,6 @@ import shutil
 import signal
 import threading
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +28,7 @@ from ssl_jax.train.checkpoint import Checkpointer
 from ssl_jax.train.logging import MetricsLogger
 from ssl_jax.train.parallel import Engine
 from ssl_jax.train.preprocess import make_preprocess
+from ssl_jax.train.workdir import restore_run, write_json_atomic
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -78,15 +78,6 @@ class PreemptionGuard:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
       self._previous = None
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-  """Writes JSON to a temporary file and renames it, so a reader never sees half a file."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)
 
 
 def prepare_workdir(config, workdir: str, *, overwrite: bool = False) -> None:
@@ -292,7 +283,6 @@ def resume(ckpt: Checkpointer, engine: Engine, state, iterator):
 def _init_encoder_from(config, engine, state, image_shape):
   """The state with its encoder (and a teacher's copy of it) taken from the latest checkpoint of
   the pretraining workdir ``config.init_from``; the rest (heads, optimizer) stays as built."""
-  from ssl_jax.evaluate.runner import restore_run  # pylint: disable=g-import-not-at-top
   other = restore_run(config.init_from, image_shape)
   host = jax.device_get(engine.global_state(state))
   source = {k: other.trained[k].get("encoder") for k in ("params", "batch_stats")}
