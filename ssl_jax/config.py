@@ -339,7 +339,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.text.seq_len must be an integer >= 2, got {config.text.seq_len!r}.")
   if config.max_consecutive_skips < 1:
     raise ValueError("config.max_consecutive_skips must be >= 1.")
-  _validate_eval(config.eval)
+  validate_eval(config.eval)
 
 
 def _validate_optimizer(opt: ml_collections.ConfigDict) -> None:
@@ -363,7 +363,7 @@ def _validate_optimizer(opt: ml_collections.ConfigDict) -> None:
   optim.resolve_groups(opt.groups, steps_per_epoch=1)  # keys, patterns and values
 
 
-def _validate_eval(ev: ml_collections.ConfigDict) -> None:
+def validate_eval(ev: ml_collections.ConfigDict) -> None:
   """Checks the config.eval block (see base_config for the meaning of each key)."""
   _check_choice("eval.report_projection", ev.report_projection, ("pca", "tsne"))
   _check_choice("eval.online_probe", ev.online_probe, ("auto", "on", "off"))

@@ -31,13 +31,13 @@ from typing import Any, Iterable, Sequence
 import jax
 import numpy as np
 
-from ssl_jax import cli
 from ssl_jax import config as config_lib
 from ssl_jax import modalities
 from ssl_jax.bench import flops as flops_lib
 from ssl_jax.bench import peak as peak_lib
 from ssl_jax.data import make_iterator
 from ssl_jax.data.sources import ArraySource
+from ssl_jax.hugepages import process_glibc_tunables
 from ssl_jax.train.online_probe import probe_classes
 from ssl_jax.train import xla_options
 from ssl_jax.train.loop import build_for_pretraining, example_batch_for, load_train_source
@@ -189,11 +189,12 @@ def measure_step(config, *, steps: int = 10, repeats: int = 5, warmup: int = 2,
       "model_flops_detail": model_flops,
       "peak_flops_per_s": peak["peak_flops_per_s"], "peak_source": peak["peak_source"],
       "peak_scope": peak.get("peak_scope"),
-      "mfu": _round(peak_lib.mfu(model_flops["model_flops"], median, peak["peak_flops_per_s"],
-                                 peak_lib.peak_units(peak, engine.num_devices))),
+      "mfu": round_or_none(peak_lib.mfu(model_flops["model_flops"], median,
+                                        peak["peak_flops_per_s"],
+                                        peak_lib.peak_units(peak, engine.num_devices))),
       "load_avg_1m_before": load_before, "load_avg_1m_after": load_after,
       "cpu_threads": peak_lib.cpu_threads(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-      "glibc_tunables": cli.process_glibc_tunables(), "config": config_summary(config),
+      "glibc_tunables": process_glibc_tunables(), "config": config_summary(config),
       "online_probe_classes": probe_classes(config, source),
   }
   if peak["backend"] == "cpu":  # which libraries ran the step (after the engine's checks)
@@ -247,7 +248,8 @@ def _iqr(xs: Sequence[float]) -> float:
   return q[2] - q[0]
 
 
-def _round(x: float | None, n: int = 6) -> float | None:
+def round_or_none(x: float | None, n: int = 6) -> float | None:
+  """``round(x, n)``, None for None (a measurement that does not exist on this device)."""
   return None if x is None else round(x, n)
 
 

@@ -116,7 +116,7 @@ def run_suite(suite: str, out: str, *, batch_sizes: Sequence[int] = (64,),
             rec["model_flops"] = step_records[-1]["model_flops"]
           if rec.get("step_ms"):
             rec["peak_flops_per_s"] = peak["peak_flops_per_s"]
-            rec["mfu"] = harness._round(peak_lib.mfu(  # pylint: disable=protected-access
+            rec["mfu"] = harness.round_or_none(peak_lib.mfu(
                 rec["model_flops"], rec["step_ms"] / 1e3, peak["peak_flops_per_s"]))
           emit(rec)
           step_records.append(rec)

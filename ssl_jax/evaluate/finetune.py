@@ -57,7 +57,7 @@ from flax import nnx
 from ssl_jax import config as config_lib
 from ssl_jax.data import ArraySource, load_arrays, make_iterator
 from ssl_jax.evaluate.fewshot import label_draws, normalize_budget
-from ssl_jax.evaluate.runner import extract_features, load_run_config, restore_run
+from ssl_jax.evaluate.features import extract_features
 from ssl_jax.methods import Method
 from ssl_jax.methods.common import build_encoder
 from ssl_jax.models.nnx_utils import Bundle, Networks
@@ -68,6 +68,7 @@ from ssl_jax.train.loop import resume
 from ssl_jax.train.parallel import Engine
 from ssl_jax.train.preprocess import make_view_preprocess
 from ssl_jax.train.state import TrainState
+from ssl_jax.train.workdir import load_run_config, restore_run, write_json_atomic
 from ssl_jax.train.xla_options import step_compiler_options
 
 FINETUNE_DIR = "finetune"
@@ -299,7 +300,7 @@ def _finetune_config(config, overrides: dict | None) -> ml_collections.ConfigDic
       ft[key] = value
   probe = config_lib.base_config()
   probe.eval.finetune = ft
-  config_lib._validate_eval(probe.eval)  # pylint: disable=protected-access
+  config_lib.validate_eval(probe.eval)
   return ft
 
 
@@ -317,7 +318,6 @@ def _prepare_run_dir(run_dir: str, resolved: dict) -> None:
       raise ValueError(f"{run_dir} holds a fine-tuning checkpoint of another config:\n  "
                        + "\n  ".join(diff) + "\nChoose another config.eval.finetune.name.")
   if jax.process_index() == 0:
-    from ssl_jax.train.loop import write_json_atomic  # pylint: disable=g-import-not-at-top
     write_json_atomic(path, resolved)
 
 

@@ -36,14 +36,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssl_jax.losses.utils import l2_normalize
+
 #: DINO's kNN defaults.
 DEFAULT_K = 20
 DEFAULT_TEMPERATURE = 0.07
-
-
-def _normalize(x: jax.Array) -> jax.Array:
-  x = jnp.asarray(x, jnp.float32)
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _merge_topk(vals, labs, new_vals, new_labs, kk: int):
@@ -105,8 +102,8 @@ def knn_predict(train_feats: jax.Array, train_labels: jax.Array, test_feats: jax
   Returns:
     ``[M]`` int32 predicted classes.
   """
-  train = _normalize(train_feats)
-  test = _normalize(test_feats)
+  train = l2_normalize(train_feats)
+  test = l2_normalize(test_feats)
   labels = jnp.asarray(train_labels, jnp.int32)
   n, m = train.shape[0], test.shape[0]
   kk = min(k, n)
@@ -159,7 +156,7 @@ def knn_predict_streaming(train_feats, train_labels, test_feats, *, num_classes:
     raise ValueError("knn_predict_streaming: no labeled examples.")
   kk = min(k, n)
   c = min(chunk_size, n)
-  test = _normalize(test_feats)
+  test = l2_normalize(test_feats)
   m = test.shape[0]
   bs = max(1, min(batch_size, m))
   num_batches = -(-m // bs)

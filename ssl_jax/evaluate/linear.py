@@ -52,6 +52,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ssl_jax.losses.utils import l2_normalize
+
 Solver = Literal["lbfgs", "adam"]
 
 #: Default ``l2`` grid for the "all labels" budget (chosen on a stratified validation split).
@@ -67,12 +69,6 @@ class LinearProbe(NamedTuple):
   """
   w: jax.Array
   b: jax.Array
-
-
-def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-  """Rows of ``x`` ``[..., D]`` divided by their Euclidean norm (zero rows stay zero)."""
-  x = jnp.asarray(x, jnp.float32)
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
 def sklearn_C(l2: float, num_examples: float) -> float:

@@ -231,7 +231,8 @@ def embed_test_split(workdir: str, config, *, max_points: int, seed: int = 0):
   """The pretrained encoder's features of (a fixed subset of) the test split: ``(feats, labels,
   class_names, step)``."""
   from ssl_jax.data import load_source  # pylint: disable=g-import-not-at-top
-  from ssl_jax.evaluate.runner import extract_features, restore_run  # pylint: disable=g-import-not-at-top
+  from ssl_jax.evaluate.features import extract_features  # pylint: disable=g-import-not-at-top
+  from ssl_jax.train.workdir import restore_run  # pylint: disable=g-import-not-at-top
   source = load_source(config.dataset, config.test_split, data_dir=config.data_dir or None,
                        image_size=config.data.image_size or None)
   n = len(source)
@@ -250,7 +251,7 @@ def embed_test_split(workdir: str, config, *, max_points: int, seed: int = 0):
 def results_markdown(results: Mapping[str, Any]) -> str:
   """A Markdown table of an eval.json dict: one row per (protocol, source), one column per
   budget, accuracy in percent as ``mean ± std``; scalar metrics listed below."""
-  from ssl_jax.evaluate.table import _cell  # pylint: disable=g-import-not-at-top
+  from ssl_jax.evaluate.table import format_cell  # pylint: disable=g-import-not-at-top
   budgets = _budgets(results)
   lines = []
   protocols = _ordered((p for p, by in results.items() if isinstance(by, Mapping)),
@@ -262,7 +263,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     lines.append("|---" * (len(budgets) + 2) + "|")
     for p, s, row in rows:
       lines.append(f"| {p} | {SOURCE_LABELS.get(s, s)} | "
-                   + " | ".join(_cell(row, b) for b in budgets) + " |")
+                   + " | ".join(format_cell(row, b) for b in budgets) + " |")
   for key, value in results.items():
     if not isinstance(value, Mapping):
       lines.append(f"- {key}: {value:.4g}" if isinstance(value, (int, float))
@@ -288,7 +289,7 @@ def write_report(workdir: str, *, projection: str = "pca", max_points: int = 200
     FileNotFoundError: ``workdir`` is not a directory or has no ``config.json``.
     ValueError: an unknown ``projection`` or a non-positive ``max_points``.
   """
-  from ssl_jax.evaluate.runner import load_run_config  # pylint: disable=g-import-not-at-top
+  from ssl_jax.train.workdir import load_run_config  # pylint: disable=g-import-not-at-top
   if projection not in PROJECTIONS:
     raise ValueError(f"projection={projection!r}; choose one of {PROJECTIONS}.")
   if max_points < 2:

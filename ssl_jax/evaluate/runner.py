@@ -19,116 +19,17 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from ssl_jax import augment, methods, modalities
+from ssl_jax import methods, modalities
 from ssl_jax.data import load_arrays
+from ssl_jax.evaluate.features import extract_features
 from ssl_jax.evaluate.fewshot import evaluate_features
 from ssl_jax.evaluate.table import format_table
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir!r} a pretraining workdir?")
-  with open(path, encoding="utf-8") as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
-def extract_features(features_fn, images: np.ndarray, *, batch_size: int,
-                     preprocess: str = "") -> np.ndarray:
-  """Runs ``features_fn(images) -> [B, D]`` over uint8 ``images`` [N, H, W, C] in fixed-size
-  batches (the last one padded, so one compilation serves all), after ``preprocess``."""
-  recipe = augment.parse_recipe(preprocess)
-  key = jax.random.key(0)  # eval preprocessing is deterministic; the key is unused by its ops
-
-  @jax.jit
-  def run(batch):
-    x = jax.vmap(lambda im: recipe(key, im))(augment.to_float(batch))
-    return features_fn(x).astype(jnp.float32)
-
-  return map_in_batches(run, images, batch_size=min(batch_size, len(images)))
-
-
-def fixed_size_batches(tree, batch_size: int):
-  """Yields ``(chunk, real)``: consecutive ``batch_size`` rows of every array of ``tree`` (all
-  with the same leading size), the last chunk padded with zeros, and its number of real rows."""
-  n = len(jax.tree.leaves(tree)[0])
-  for start in range(0, n, batch_size):
-    chunk = jax.tree.map(lambda x: x[start:start + batch_size], tree)
-    real = min(batch_size, n - start)
-    if real < batch_size:
-      chunk = jax.tree.map(
-          lambda x: np.concatenate([x, np.zeros((batch_size - real, *x.shape[1:]), x.dtype)]),
-          chunk)
-    yield chunk, real
-
-
-def map_in_batches(fn, tree, *, batch_size: int) -> np.ndarray:
-  """``fn(batch) -> [batch_size, ...]`` over every row of ``tree`` in fixed-size batches (so one
-  compilation serves all), concatenated without the padding rows."""
-  return np.concatenate([np.asarray(fn(chunk))[:real]
-                         for chunk, real in fixed_size_batches(tree, batch_size)])
-
-
-class Restored(NamedTuple):
-  """A workdir's pretrained networks (see :func:`restore_run`)."""
-  config: ml_collections.ConfigDict
-  method: Any
-  step: int
-  trained: dict  # {"params", "batch_stats", "method_state"} restored from the checkpoint
-  initial: dict  # the same the run started from (the random-init baseline)
-
-  def features_fn(self, which: str = "trained"):
-    """``inputs -> features`` of the ``trained`` or ``initial`` networks (``Method.features``
-    with the restored method-state entries it reads)."""
-    tree = getattr(self, which)
-    return lambda x: self.method.features(tree["params"], tree["batch_stats"],
-                                          tree["method_state"], x)
-
-
-def restore_run(workdir: str, image_shape, *, step: int | None = None,
-                config: ml_collections.ConfigDict | None = None) -> Restored:
-  """Rebuilds the method of ``workdir`` from its ``config.json`` and restores the networks of
-  its latest (or ``step``) committed pretraining checkpoint into their own structure.
-
-  Args:
-    workdir: a pretraining workdir.
-    image_shape: ``(H, W, C)`` of the images the networks will see (None for text methods).
-    step: checkpoint step (default: the latest).
-    config: the run config (default: read from the workdir).
-
-  Raises:
-    FileNotFoundError: no ``config.json`` or no committed checkpoint.
-  """
-  from ssl_jax.train.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
-  from ssl_jax.train.state import init_key  # pylint: disable=g-import-not-at-top
-
-  config = config if config is not None else load_run_config(workdir)
-  method = methods.make(config.method, config)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-  try:
-    used_step = step if step is not None else ckpt.latest_step()
-    if used_step is None:
-      raise FileNotFoundError(f"No committed checkpoint in {ckpt.directory}.")
-    example = (None if image_shape is None  # text methods build their networks from the config
-               else {"image": jax.ShapeDtypeStruct((1, *image_shape), jnp.uint8)})
-    init_params, init_stats, init_ms = method.init(init_key(jax.random.key(config.seed)), example)
-    initial = {"params": init_params, "batch_stats": init_stats,
-               "method_state": {k: init_ms[k] for k in method.eval_state}}
-    # Restored into the network's own structure: the stored one has string keys only ("0" for
-    # the layer-list key 0).
-    trained = ckpt.restore_tree(step=used_step, target=initial,
-                                method_state_keys=method.eval_state)
-    trained.setdefault("method_state", {})
-  finally:
-    ckpt.close()
-  return Restored(config, method, int(used_step), trained, initial)
+from ssl_jax.train.checkpoint import Checkpointer
+from ssl_jax.train.workdir import load_run_config, restore_run, write_json_atomic
 
 
 CLI_PROTOCOLS = ("knn", "linear", "fewshot", "finetune", "all")
@@ -192,8 +93,6 @@ def evaluate_images(workdir: str, config, *, dataset: str | None, step: int | No
   merged into an existing ``eval.json`` (:func:`merge_results`): entries computed now replace
   the same entries, others are kept. Fine-tuning (:mod:`ssl_jax.evaluate.finetune`) runs on the
   pretraining dataset only."""
-  from ssl_jax.train.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
-  from ssl_jax.train.loop import write_json_atomic  # pylint: disable=g-import-not-at-top
 
   dataset = dataset or config.dataset
   probes, budgets, do_finetune = plan_protocols(protocols, config)

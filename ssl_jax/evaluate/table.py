@@ -24,7 +24,8 @@ from ssl_jax.evaluate.fewshot import budget_sort_key
 CAPTION = "accuracy (%), mean ± std over label draws"
 
 
-def _cell(row: Mapping[str, Any], budget: str) -> str:
+def format_cell(row: Mapping[str, Any], budget: str) -> str:
+  """One table cell: ``row[budget]`` as a percentage with its ``<budget>_std`` ("-" if absent)."""
   if budget not in row:
     return "-"
   mean = 100.0 * float(row[budget])
@@ -54,7 +55,7 @@ def format_table(results: Mapping[str, Any]) -> str:
   budgets = sorted({k for _, _, row in rows for k in row if not k.endswith("_std")},
                    key=budget_sort_key)
   header = ["protocol", "source", *budgets]
-  body = [[p, s, *(_cell(row, b) for b in budgets)] for p, s, row in rows]
+  body = [[p, s, *(format_cell(row, b) for b in budgets)] for p, s, row in rows]
   widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
   def fmt(line: list[str]) -> str:
@@ -110,6 +111,6 @@ def compare_markdown(runs: Mapping[str, Mapping[str, Any]]) -> str:
   rows += [(label, first, source) for source, label in BASELINES
            if all(source in first[p] for p in protocols)]
   for label, results, source in rows:
-    cells = [_cell(results[p][source], b) for p, b in columns]
+    cells = [format_cell(results[p][source], b) for p, b in columns]
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
   return "\n".join(lines)

@@ -41,11 +41,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax import methods
+from ssl_jax.evaluate.features import fixed_size_batches, map_in_batches
 from ssl_jax.evaluate.fewshot import evaluate_features
-from ssl_jax.evaluate.runner import fixed_size_batches, map_in_batches, restore_run
 from ssl_jax.evaluate.table import format_table
 from ssl_jax.losses.text import causal_targets, token_cross_entropy
 from ssl_jax.methods import text_common
+from ssl_jax.train.workdir import restore_run, write_json_atomic
 
 MLM_METHODS = ("mlm", "nsp")
 CAUSAL_METHODS = ("clm",)
@@ -150,7 +151,7 @@ def evaluate_text_workdir(workdir: str, *, config, step: int | None = None,
   ``docstring_task=False`` skips the docstring-task probes (the slowest part), keeping the
   language-model scores and the retrieval."""
   from ssl_jax import data  # pylint: disable=g-import-not-at-top
-  from ssl_jax.train.loop import load_train_source, write_json_atomic  # pylint: disable=g-import-not-at-top
+  from ssl_jax.train.loop import load_train_source  # pylint: disable=g-import-not-at-top
 
   run = restore_run(workdir, None, step=step, config=config)
   tokenizer = text_common.tokenizer_for(config)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses._utils import (AxisName, check_embeddings, check_matrices, check_positive,
-                                   check_same_dim, check_same_shape, gather, global_count,
-                                   global_sum, l2_normalize)
+from ssl_jax.losses.utils import (AxisName, check_embeddings, check_matrices, check_positive,
+                                  check_same_dim, check_same_shape, gather, global_count,
+                                  global_sum, l2_normalize)
 
 # Logit given to an anchor's similarity with itself: finite (so no inf - inf in gradients) and far
 # below any cosine / temperature, so exp() of it is exactly 0 in float32.

@@ -11,11 +11,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses._utils import (AxisName, check_matrices, check_positive, check_same_shape,
-                                   global_count, global_mean, global_sum, off_diagonal_mask)
-
-# BatchNorm1d's default eps: Barlow Twins standardizes with nn.BatchNorm1d(affine=False).
-_BN_EPS = 1e-5
+from ssl_jax.losses.utils import (AxisName, check_matrices, check_positive, check_same_shape,
+                                  global_count, global_mean, global_sum, off_diagonal_mask,
+                                  standardize)
 
 
 def _check(name: str, z_a: jax.Array, z_b: jax.Array, axis_name: AxisName, min_batch: int):
@@ -25,13 +23,6 @@ def _check(name: str, z_a: jax.Array, z_b: jax.Array, axis_name: AxisName, min_b
   if n < min_batch:
     raise ValueError(f"{name}: the global batch must hold at least {min_batch} examples, got "
                      f"{n} (z_a shape {z_a.shape}).")
-
-
-def _standardize(z: jax.Array, axis_name: AxisName) -> jax.Array:
-  """``(z - mean) / sqrt(var + eps)`` per dimension over the global batch (biased variance)."""
-  centered = z - global_mean(z, axis_name)
-  var = global_mean(centered * centered, axis_name)
-  return centered * jax.lax.rsqrt(var + _BN_EPS)
 
 
 def barlow_twins(z_a: jax.Array, z_b: jax.Array, *, lambda_: float = 0.0051,
@@ -81,8 +72,8 @@ def barlow_twins(z_a: jax.Array, z_b: jax.Array, *, lambda_: float = 0.0051,
     3.9998
   """
   _check("barlow_twins", z_a, z_b, axis_name, min_batch=2)
-  z_a = _standardize(z_a.astype(jnp.float32), axis_name)
-  z_b = _standardize(z_b.astype(jnp.float32), axis_name)
+  z_a = standardize(z_a.astype(jnp.float32), axis_name)
+  z_b = standardize(z_b.astype(jnp.float32), axis_name)
   n_global = global_count(z_a.shape[0], axis_name)
   c = global_sum(z_a.T @ z_b, axis_name) / n_global
   on_diag = jnp.sum(jnp.square(1.0 - jnp.diagonal(c)))

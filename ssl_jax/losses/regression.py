@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses._utils import (AxisName, check_matrices, check_same_shape, global_mean,
-                                   l2_normalize)
+from ssl_jax.losses.utils import (AxisName, check_matrices, check_same_shape, global_mean,
+                                  l2_normalize)
 
 
 def _check(name: str, p: jax.Array, z: jax.Array) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses._utils import (AxisName, check_matrices, check_positive, check_same_shape,
-                                   global_count, global_sum)
+from ssl_jax.losses.utils import (AxisName, check_matrices, check_positive, check_same_shape,
+                                  global_count, global_sum)
 from ssl_jax.losses.contrastive import infonce
 
 

@@ -33,13 +33,10 @@ import ml_collections
 
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
-from ssl_jax.losses._utils import global_mean
-from ssl_jax.losses.redundancy import _standardize  # the loss's own standardization (same eps)
+from ssl_jax.losses.utils import global_mean, standardize  # the loss's own standardization
 from ssl_jax.methods import FlopsNetworks, Method, RunInfo, no_update
-from ssl_jax.methods.common import (bn_axis, build_encoder, encoder_features, plain_init,
-                                   two_views)
-from ssl_jax.models.heads import MLPHead
-from ssl_jax.models.nnx_utils import Bundle, Networks
+from ssl_jax.methods.common import bias_free_projector_networks as build_networks
+from ssl_jax.methods.common import bn_axis, embed_views, encoder_features, plain_init
 
 DISPLAY_NAME = "Barlow Twins"
 
@@ -52,34 +49,6 @@ def default_config() -> ml_collections.ConfigDict:
       proj_dim=8192,
       proj_layers=3,
   ))
-
-
-def build_networks(config, *, hidden: int, out: int, layers: int) -> Networks:
-  """Encoder + the projector of Barlow Twins and VICReg: ``Linear-BN-ReLU`` x (``layers - 1``),
-  then a bias-free ``Linear`` with no normalization (no projector when ``layers == 0``)."""
-  dtype = jnp.dtype(config.compute_dtype)
-
-  def build(rngs, bn_axis_name):
-    encoder = build_encoder(config, rngs, bn_axis_name)
-    if layers == 0:
-      return Bundle(encoder=encoder)
-    projector = MLPHead(encoder.out_features, hidden, out, num_layers=layers, hidden_norm="bn",
-                        output_norm=None, output_bias=False, bn_axis_name=bn_axis_name,
-                        dtype=dtype, rngs=rngs)
-    return Bundle(encoder=encoder, projector=projector)
-
-  return Networks(build)
-
-
-def embed_views(nets: Networks, params, batch_stats, batch, *, axis_name, use_projector: bool):
-  """Each view through encoder (+ projector) separately, as the official PyTorch code of Barlow
-  Twins and VICReg: ``(z_a, z_b, new_batch_stats)``."""
-  model = nets.bind(params, batch_stats, axis_name=axis_name)
-  out = []
-  for x in two_views(batch):
-    z = model.encoder(x, train=True)
-    out.append(model.projector(z, train=True) if use_projector else z)
-  return out[0], out[1], nets.batch_stats(model)
 
 
 def make(config, run: RunInfo = RunInfo()) -> Method:
@@ -101,7 +70,7 @@ def make(config, run: RunInfo = RunInfo()) -> Method:
     unscaled = losses.barlow_twins(z_a, z_b, lambda_=kw.lambda_, axis_name=axis_name)
     loss = kw.scale_loss * unscaled
     # The diagonal of C costs O(N D); the off-diagonal sum follows from the loss.
-    sa, sb = (jax.lax.stop_gradient(_standardize(z.astype(jnp.float32), axis_name))
+    sa, sb = (jax.lax.stop_gradient(standardize(z.astype(jnp.float32), axis_name))
               for z in (z_a, z_b))
     on_diag = jnp.sum(jnp.square(1.0 - global_mean(sa * sb, axis_name)))
     off_diag = (jax.lax.stop_gradient(unscaled) - on_diag) / kw.lambda_

@@ -11,7 +11,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssl_jax import models
-from ssl_jax.models.nnx_utils import Networks
+from ssl_jax.losses.utils import all_gather
+from ssl_jax.models.heads import MLPHead
+from ssl_jax.models.nnx_utils import Bundle, Networks
 
 PyTree = Any
 
@@ -116,12 +118,10 @@ def gather_global(x: jax.Array, axis_name) -> jax.Array:
   without gradient: for method state such as queues (MoCo's keys, NNCLR's support set).
 
   Typed invariant over ``axis_name`` (``all_gather(..., to="invarying")``) so it can live in the
-  replicated train state under ``shard_map(check_vma=True)``. Identity without an axis.
+  replicated train state under ``shard_map(check_vma=True)``. Identity without an axis. The
+  gather itself is :func:`ssl_jax.losses.utils.all_gather`, the package's one all-gather.
   """
-  x = jax.lax.stop_gradient(x)
-  if axis_name is None:
-    return x
-  return jax.lax.all_gather(x, axis_name, axis=0, tiled=True, to="invarying")
+  return all_gather(jax.lax.stop_gradient(x), axis_name, invariant=True)
 
 
 def push(queue: jax.Array, ptr: jax.Array, rows: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -184,6 +184,36 @@ def encoder_features(nets: Networks) -> Callable:
     return nets.bind(params, batch_stats).encoder(images, train=False)
 
   return features
+
+
+def bias_free_projector_networks(config, *, hidden: int, out: int, layers: int) -> Networks:
+  """Encoder + the projector of Barlow Twins and VICReg: ``Linear-BN-ReLU`` x (``layers - 1``),
+  then a bias-free ``Linear`` with no normalization (no projector when ``layers == 0``).
+
+  Both methods expose it as their ``build_networks``."""
+  dtype = jnp.dtype(config.compute_dtype)
+
+  def build(rngs, bn_axis_name):
+    encoder = build_encoder(config, rngs, bn_axis_name)
+    if layers == 0:
+      return Bundle(encoder=encoder)
+    projector = MLPHead(encoder.out_features, hidden, out, num_layers=layers, hidden_norm="bn",
+                        output_norm=None, output_bias=False, bn_axis_name=bn_axis_name,
+                        dtype=dtype, rngs=rngs)
+    return Bundle(encoder=encoder, projector=projector)
+
+  return Networks(build)
+
+
+def embed_views(nets: Networks, params, batch_stats, batch, *, axis_name, use_projector: bool):
+  """Each view through encoder (+ projector) separately, as the official PyTorch code of Barlow
+  Twins and VICReg: ``(z_a, z_b, new_batch_stats)``."""
+  model = nets.bind(params, batch_stats, axis_name=axis_name)
+  out = []
+  for x in two_views(batch):
+    z = model.encoder(x, train=True)
+    out.append(model.projector(z, train=True) if use_projector else z)
+  return out[0], out[1], nets.batch_stats(model)
 
 
 # Momentum (EMA) teachers: ``{"params": {name: ...}, "batch_stats": {name: ...}}`` holding copies

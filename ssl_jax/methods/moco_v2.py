@@ -59,10 +59,11 @@ import ml_collections
 
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
-from ssl_jax.losses._utils import l2_normalize
+from ssl_jax.losses.utils import l2_normalize
 from ssl_jax.methods import FlopsNetworks, Method, RunInfo
-from ssl_jax.methods.common import (bn_axis, build_encoder, ema, encoder_features, encoder_width,
-                                   gather_global, push, teacher_after_forward, two_views)
+from ssl_jax.methods.common import (bn_axis, build_encoder, encoder_features, encoder_width,
+                                   gather_global, push, teacher_after_forward, teacher_init,
+                                   teacher_update, two_views)
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.nnx_utils import Bundle, Networks
 
@@ -121,10 +122,9 @@ def make(config, run: RunInfo = RunInfo()) -> Method:
     dim = kw.proj_dim if kw.proj_layers else encoder_width(config)
     queue_key = jax.random.fold_in(rng, _QUEUE_STREAM)
     queue = l2_normalize(jax.random.normal(queue_key, (kw.queue_size, dim)))
-    key_net = {"params": params, "batch_stats": batch_stats}
-    # Copies: the key network must not share buffers with the query network (state is donated).
-    return params, batch_stats, {"key": jax.tree.map(jnp.copy, key_net), "queue": queue,
-                                 "queue_ptr": jnp.zeros((), jnp.int32)}
+    # The key network is a momentum teacher of the whole query network (encoder and head).
+    return params, batch_stats, {"key": teacher_init(params, batch_stats, tuple(params)),
+                                 "queue": queue, "queue_ptr": jnp.zeros((), jnp.int32)}
 
   def loss_fn(params, batch_stats, method_state, batch, rng, *, axis_name):
     del rng
@@ -162,8 +162,7 @@ def make(config, run: RunInfo = RunInfo()) -> Method:
 
   def update(params, batch_stats, method_state, step):
     del batch_stats, step  # the key network keeps its own BatchNorm statistics; constant m
-    key_params = ema(method_state["key"]["params"], params, kw.momentum)
-    return {**method_state, "key": {**method_state["key"], "params": key_params}}
+    return {**method_state, "key": teacher_update(method_state["key"], params, kw.momentum)}
 
   return Method(init=init, loss_fn=loss_fn, update=update, features=encoder_features(nets))
 

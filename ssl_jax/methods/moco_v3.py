@@ -45,7 +45,7 @@ import ml_collections
 
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
-from ssl_jax.losses._utils import l2_normalize
+from ssl_jax.losses.utils import l2_normalize
 from ssl_jax.methods import FlopsNetworks, Method, RunInfo
 from ssl_jax.methods.common import (bn_axis, build_encoder, cosine_momentum, encoder_features,
                                    teacher_after_forward, teacher_init, teacher_update,

@@ -45,7 +45,7 @@ import ml_collections
 
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
-from ssl_jax.losses._utils import AxisName, global_mean, l2_normalize
+from ssl_jax.losses.utils import AxisName, global_mean, l2_normalize
 from ssl_jax.methods import FlopsNetworks, Method, RunInfo, no_update
 from ssl_jax.methods.common import (bn_axis, build_encoder, encoder_features, plain_init,
                                    two_views)

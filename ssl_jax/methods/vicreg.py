@@ -7,7 +7,7 @@ expander outputs of the global batch (:func:`ssl_jax.losses.vicreg`), weighted 2
 As the official code (``VICReg`` and ``Projector`` in ``main_vicreg.py`` of
 facebookresearch/vicreg): the expander is ``Linear-BN-ReLU`` x (``proj_layers - 1``) then a
 bias-free ``Linear`` (8192-8192-8192 in the paper, section 4.1), the same head as Barlow Twins
-(:func:`ssl_jax.methods.barlow_twins.build_networks`); each view goes through the networks
+(:func:`ssl_jax.methods.common.bias_free_projector_networks`); each view goes through the networks
 separately, so BatchNorm statistics are those of one view (synced over the data axis when
 ``config.sync_bn``, as the official ``SyncBatchNorm``).
 
@@ -27,10 +27,10 @@ import ml_collections
 
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
-from ssl_jax.losses._utils import global_count, global_mean
+from ssl_jax.losses.utils import global_count, global_mean
 from ssl_jax.methods import FlopsNetworks, Method, RunInfo, no_update
-from ssl_jax.methods.barlow_twins import build_networks, embed_views
-from ssl_jax.methods.common import bn_axis, encoder_features, plain_init
+from ssl_jax.methods.common import bias_free_projector_networks as build_networks
+from ssl_jax.methods.common import bn_axis, embed_views, encoder_features, plain_init
 
 DISPLAY_NAME = "VICReg"
 

@@ -14,7 +14,6 @@ import shutil
 import signal
 import threading
 import time
-from typing import Any
 
 import jax
 import ml_collections
@@ -29,6 +28,7 @@ from ssl_jax.train.checkpoint import Checkpointer
 from ssl_jax.train.logging import MetricsLogger
 from ssl_jax.train.parallel import Engine
 from ssl_jax.train.preprocess import make_preprocess
+from ssl_jax.train.workdir import restore_run, write_json_atomic
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -92,15 +92,6 @@ class PreemptionGuard:
     for signum, previous in self._previous.items():
       signal.signal(signum, previous)
     self._previous = {}
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-  """Writes JSON to a temporary file and renames it, so a reader never sees half a file."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)
 
 
 def prepare_workdir(config, workdir: str, *, overwrite: bool = False) -> dict | None:
@@ -341,7 +332,6 @@ def resume(ckpt: Checkpointer, engine: Engine, state, iterator):
 def _init_encoder_from(config, engine, state, image_shape):
   """The state with its encoder (and a teacher's copy of it) taken from the latest checkpoint of
   the pretraining workdir ``config.init_from``; the rest (heads, optimizer) stays as built."""
-  from ssl_jax.evaluate.runner import restore_run  # pylint: disable=g-import-not-at-top
   other = restore_run(config.init_from, image_shape)
   host = jax.device_get(engine.global_state(state))
   source = {k: other.trained[k].get("encoder") for k in ("params", "batch_stats")}

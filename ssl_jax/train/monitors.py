@@ -47,20 +47,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses._utils import AxisName, global_sum, l2_normalize
+from ssl_jax.losses.utils import AxisName, all_gather, gather, global_sum, l2_normalize
 
 COLLAPSE_THRESHOLD = 0.1  # on embedding_std_ratio
 RANKME_EPS = 1e-7  # RankMe's epsilon (Garrido et al. 2023, eq. 1)
-
-
-def _all_gather(x: jax.Array, axis_name: AxisName, *, invariant: bool = False) -> jax.Array:
-  """The global batch of ``x`` (identity without an axis); ``invariant`` types the result as
-  replicated over the axis (for values returned as they are, e.g. RankMe's Gram matrix)."""
-  if axis_name is None:
-    return x
-  if invariant:
-    return jax.lax.all_gather(x, axis_name, axis=0, tiled=True, to="invarying")
-  return jax.lax.all_gather(x, axis_name, axis=0, tiled=True)
 
 
 def embedding_std(z: jax.Array, *, axis_name: AxisName = None) -> dict[str, jax.Array]:
@@ -108,7 +98,7 @@ def rankme(z: jax.Array, *, axis_name: AxisName = None, eps: float = RANKME_EPS)
   if z.shape[1] <= n_global:
     gram = global_sum(z.T @ z, axis_name)
   else:
-    full = _all_gather(z, axis_name, invariant=True)
+    full = all_gather(z, axis_name, invariant=True)
     gram = full @ full.T
   sigma = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(gram), 0.0))
   p = sigma / jnp.maximum(jnp.sum(sigma), 1e-30) + eps
@@ -141,10 +131,9 @@ def alignment_uniformity(z_a: jax.Array, z_b: jax.Array | None = None, *,
   if z_b is not None:
     f_b = l2_normalize(jax.lax.stop_gradient(z_b))
     out["alignment"] = global_sum(jnp.sum(jnp.square(f_a - f_b)), axis_name) / n
-  full = _all_gather(f_a, axis_name)                                    # [N, d]
+  full, offset = gather(f_a, axis_name)                                 # [N, d]
   # ||x - y||^2 = 2 - 2 x.y for unit vectors; the diagonal (x == y) is excluded.
   sq = jnp.maximum(2.0 - 2.0 * (f_a @ full.T), 0.0)                     # [n, N]
-  offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * f_a.shape[0]
   rows = offset + jnp.arange(f_a.shape[0])
   off_diag = rows[:, None] != jnp.arange(full.shape[0])[None, :]
   total = global_sum(jnp.sum(jnp.where(off_diag, jnp.exp(-t * sq), 0.0)), axis_name)
@@ -195,9 +184,9 @@ def health_metrics(z_a: jax.Array, z_b: jax.Array | None = None, *, axis_name: A
   if every:
     # The global batch is gathered before any conditional: collectives inside a lax.cond (taken
     # on some steps) made a Barlow Twins step abort in XLA:CPU. Inside, plain global-batch math.
-    g_a = _all_gather(jax.lax.stop_gradient(z_a), axis_name, invariant=True)
-    g_b = None if z_b is None else _all_gather(jax.lax.stop_gradient(z_b), axis_name,
-                                               invariant=True)
+    g_a = all_gather(jax.lax.stop_gradient(z_a), axis_name, invariant=True)
+    g_b = None if z_b is None else all_gather(jax.lax.stop_gradient(z_b), axis_name,
+                                              invariant=True)
 
     def expensive():
       return {"rankme": rankme(g_a), **alignment_uniformity(g_a, g_b)}

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ssl_jax.evaluate.linear import l2_normalize
+from ssl_jax.losses.utils import l2_normalize
 from ssl_jax.methods import Method
 
 STATE_KEY = "online_probe"

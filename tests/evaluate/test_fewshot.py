@@ -10,7 +10,8 @@ from sklearn.linear_model import LogisticRegression
 from ssl_jax.evaluate.fewshot import (cv_select_l2, evaluate_features, label_draws,
                                       percent_counts)
 from ssl_jax.evaluate.knn import knn_predict
-from ssl_jax.evaluate.linear import l2_normalize, sklearn_C
+from ssl_jax.evaluate.linear import sklearn_C
+from ssl_jax.losses.utils import l2_normalize
 
 C = 10
 

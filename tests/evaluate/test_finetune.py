@@ -14,7 +14,7 @@ from flax import nnx
 
 from ssl_jax import cli, models
 from ssl_jax.evaluate import finetune
-from ssl_jax.evaluate.runner import restore_run
+from ssl_jax.train.workdir import restore_run
 from ssl_jax.train.checkpoint import Checkpointer
 
 FAST = {"steps": 2, "batch_size": 64, "checkpoint_every": 1}

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from ssl_jax.evaluate.linear import (l2_normalize, linear_probe_fit, linear_probe_predict,
-                                     select_l2, sklearn_C, stratified_split)
+from ssl_jax.evaluate.linear import (linear_probe_fit, linear_probe_predict, select_l2, sklearn_C,
+                                     stratified_split)
+from ssl_jax.losses.utils import l2_normalize
 
 
 def sklearn_fit(x, y, l2, sample_weight=None):

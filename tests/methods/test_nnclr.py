@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ssl_jax import losses, methods
-from ssl_jax.losses._utils import l2_normalize
+from ssl_jax.losses.utils import l2_normalize
 from ssl_jax.train.preprocess import make_view_preprocess
 
 HEADS = {"method": "nnclr", "method_kwargs.proj_hidden_dim": 32, "method_kwargs.proj_dim": 8,

@@ -48,7 +48,7 @@ def test_learns_on_pystdlib(make_text_config, tmp_path):
   README."""
   from ssl_jax import methods
   from ssl_jax.train.monitors import alignment_uniformity
-  from ssl_jax.evaluate.runner import restore_run
+  from ssl_jax.train.workdir import restore_run
   from ssl_jax.train.loop import load_train_source, pretrain
   config = make_text_config("simcse_pystdlib", **{
       "encoder_kwargs": "{'width': 64, 'depth': 2, 'num_heads': 2, 'mlp_dim': 128, "

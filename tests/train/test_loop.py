@@ -94,7 +94,7 @@ def test_init_from_takes_another_runs_encoder_and_refuses_a_mismatch(tmp_path, m
   the mismatched arrays listed."""
   import jax
 
-  from ssl_jax.evaluate.runner import restore_run
+  from ssl_jax.train.workdir import restore_run
   from ssl_jax.train.loop import _init_encoder_from, build, example_batch_for, load_train_source
   first = tmp_path / "first"
   pretrain(make_config(total_steps=2), str(first))

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.losses._utils import l2_normalize  # public after the layering change
+from ssl_jax.losses.utils import l2_normalize
 from ssl_jax.methods import Method, Periodic, RunInfo, no_update
 from ssl_jax.methods.common import gather_global, two_views
 

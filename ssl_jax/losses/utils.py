@@ -1,4 +1,9 @@
-"""Helpers shared by the losses: input checks, normalization, cross-device gathers."""
+"""Helpers shared by the losses and their callers: input checks, normalization, cross-device
+reductions and gathers.
+
+Public so that methods and monitors use the same `l2_normalize` and gathers as the losses (one
+copy of each in the package); not part of `ssl_jax.losses.__all__`, which lists only losses.
+"""
 
 from __future__ import annotations
 
@@ -39,18 +44,34 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
   return x * jax.lax.rsqrt(jnp.maximum(squared, eps * eps))
 
 
-def gather(x: jax.Array, axis_name: AxisName) -> tuple[jax.Array, jax.Array]:
-  """All-gathers ``x`` [n, ...] over ``axis_name`` into [n * devices, ...].
+def all_gather(x: jax.Array, axis_name: AxisName, *, invariant: bool = False) -> jax.Array:
+  """The global batch of ``x`` ``[n, ...]`` -> ``[n * devices, ...]`` (identity without an axis).
 
-  Returns the gathered array and the offset of this device's rows in it (0 without an axis).
-  The gather is differentiable: cotangents flow back to the device that owns each row, so
-  gradients through gathered negatives are exact.
+  The package's one all-gather (``jax.lax.all_gather(..., axis=0, tiled=True)``); its callers differ
+  only in two choices:
+
+  * gradient: the gather is differentiable (cotangents flow back to the device that owns each
+    row: gathered negatives in the losses); callers that want none (method state, monitors)
+    ``stop_gradient`` the input, as :func:`ssl_jax.methods.common.gather_global` does.
+  * ``invariant``: types the result as replicated over ``axis_name`` (``to="invarying"``), so it
+    can be stored in the replicated train state or returned as is under
+    ``shard_map(check_vma=True)``; otherwise it stays varying, like its input.
+  """
+  if axis_name is None:
+    return x
+  if invariant:
+    return jax.lax.all_gather(x, axis_name, axis=0, tiled=True, to="invarying")
+  return jax.lax.all_gather(x, axis_name, axis=0, tiled=True)
+
+
+def gather(x: jax.Array, axis_name: AxisName) -> tuple[jax.Array, jax.Array]:
+  """:func:`all_gather` of ``x`` [n, ...] (differentiable, varying) and the offset of this
+  device's rows in the result (0 without an axis): where a loss finds its positives among the
+  gathered negatives.
   """
   if axis_name is None:
     return x, jnp.zeros((), jnp.int32)
-  gathered = jax.lax.all_gather(x, axis_name, axis=0, tiled=True)
-  offset = jax.lax.axis_index(axis_name) * x.shape[0]
-  return gathered, offset
+  return all_gather(x, axis_name), jax.lax.axis_index(axis_name) * x.shape[0]
 
 
 def global_sum(x: jax.Array, axis_name: AxisName) -> jax.Array:
@@ -94,6 +115,15 @@ def global_mean(x: jax.Array, axis_name: AxisName) -> jax.Array:
   identical on every device and its gradient reaches each device's own rows exactly.
   """
   return global_sum(jnp.sum(x, axis=0), axis_name) / global_count(x.shape[0], axis_name)
+
+
+def standardize(z: jax.Array, axis_name: AxisName, *, eps: float = 1e-5) -> jax.Array:
+  """``(z - mean) / sqrt(var + eps)`` per dimension of ``z`` ``[N, D]`` over the global batch
+  (biased variance): ``nn.BatchNorm1d(affine=False)`` in training mode, whose default ``eps``
+  (1e-5) is the one Barlow Twins standardizes with (:func:`ssl_jax.losses.barlow_twins`)."""
+  centered = z - global_mean(z, axis_name)
+  var = global_mean(centered * centered, axis_name)
+  return centered * jax.lax.rsqrt(var + eps)
 
 
 def off_diagonal_mask(d: int) -> jax.Array:
