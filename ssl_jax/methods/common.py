@@ -186,11 +186,11 @@ def encoder_features(nets: Networks) -> Callable:
   return features
 
 
-def bias_free_projector_networks(config, *, hidden: int, out: int, layers: int) -> Networks:
-  """Encoder + the projector of Barlow Twins and VICReg: ``Linear-BN-ReLU`` x (``layers - 1``),
-  then a bias-free ``Linear`` with no normalization (no projector when ``layers == 0``).
-
-  Both methods expose it as their ``build_networks``."""
+def projector_networks(config, *, hidden: int, out: int, layers: int,
+                       output_norm: str | None = None, output_bias: bool = True) -> Networks:
+  """Encoder + projector ``Linear-BN-ReLU`` x (``layers - 1``), then a ``Linear`` (with
+  ``output_norm`` after it, e.g. SimCLR v2's ``"bn"``), as one NNX module tree (no projector
+  when ``layers == 0``)."""
   dtype = jnp.dtype(config.compute_dtype)
 
   def build(rngs, bn_axis_name):
@@ -198,11 +198,17 @@ def bias_free_projector_networks(config, *, hidden: int, out: int, layers: int) 
     if layers == 0:
       return Bundle(encoder=encoder)
     projector = MLPHead(encoder.out_features, hidden, out, num_layers=layers, hidden_norm="bn",
-                        output_norm=None, output_bias=False, bn_axis_name=bn_axis_name,
-                        dtype=dtype, rngs=rngs)
+                        output_norm=output_norm, output_bias=output_bias,
+                        bn_axis_name=bn_axis_name, dtype=dtype, rngs=rngs)
     return Bundle(encoder=encoder, projector=projector)
 
   return Networks(build)
+
+
+def bias_free_projector_networks(config, *, hidden: int, out: int, layers: int) -> Networks:
+  """The projector of Barlow Twins and VICReg: :func:`projector_networks` whose output layer has
+  no bias and no normalization. Both methods expose it as their ``build_networks``."""
+  return projector_networks(config, hidden=hidden, out=out, layers=layers, output_bias=False)
 
 
 def embed_views(nets: Networks, params, batch_stats, batch, *, axis_name, use_projector: bool):

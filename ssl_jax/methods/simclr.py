@@ -18,10 +18,9 @@ import ml_collections
 from ssl_jax import losses
 from ssl_jax.train.monitors import method_health
 from ssl_jax.methods import FlopsNetworks, Method, RunInfo, no_update
-from ssl_jax.methods.common import (bn_axis, build_encoder, encoder_features, plain_init,
+from ssl_jax.methods.common import (bn_axis, encoder_features, plain_init, projector_networks,
                                    two_views)
-from ssl_jax.models.heads import MLPHead
-from ssl_jax.models.nnx_utils import Bundle, Networks
+from ssl_jax.models.nnx_utils import Networks
 
 DISPLAY_NAME = "SimCLR"
 
@@ -40,18 +39,8 @@ def build_networks(config, *, projector_dims: tuple[int, int, int, str]) -> Netw
   """Encoder + projector ``(hidden, out, layers, output_norm)`` as one NNX module tree
   (no projector when ``layers == 0``)."""
   hidden, out, layers, output_norm = projector_dims
-  dtype = jnp.dtype(config.compute_dtype)
-
-  def build(rngs, bn_axis_name):
-    encoder = build_encoder(config, rngs, bn_axis_name)
-    if layers == 0:
-      return Bundle(encoder=encoder)
-    projector = MLPHead(encoder.out_features, hidden, out, num_layers=layers, hidden_norm="bn",
-                        output_norm=None if output_norm == "none" else output_norm,
-                        bn_axis_name=bn_axis_name, dtype=dtype, rngs=rngs)
-    return Bundle(encoder=encoder, projector=projector)
-
-  return Networks(build)
+  return projector_networks(config, hidden=hidden, out=out, layers=layers,
+                            output_norm=None if output_norm == "none" else output_norm)
 
 
 def make(config, run: RunInfo = RunInfo()) -> Method:
