@@ -16,6 +16,7 @@ from ssl_jax import methods
 from ssl_jax.data import make_iterator
 from ssl_jax.train.loop import (build_for_pretraining, example_batch_for, load_train_source,
                                 periodic_due, pretrain)
+from ssl_jax.train.workdir import restore_run
 
 STEPS = 12  # digits' train split has 1257 examples: 9 steps of 128 per epoch
 EVERY = 4
@@ -154,3 +155,13 @@ def test_periodic_work_after_a_resume(toy_registered, make_config, tmp_path):
   assert final["resumed"]["method_state"]["calls"][:3].tolist() == [4, 8, 12]
   assert int(final["resumed"]["method_state"]["ncalls"]) == 3
   jax.tree.map(np.testing.assert_array_equal, final["whole"], final["resumed"])
+  # Evaluation restores the method-state entries features reads (eval_state), and only those.
+  run = restore_run(str(tmp_path / "whole"), (8, 8, 1))
+  assert set(run.trained["method_state"]) == {"centroid"}
+  centroid = final["whole"]["method_state"]["centroid"]
+  np.testing.assert_array_equal(run.trained["method_state"]["centroid"], centroid)
+  images = np.random.default_rng(0).uniform(size=(3, 8, 8, 1)).astype(np.float32)
+  params = final["whole"]["params"]
+  expected = np.tanh(images.reshape(3, -1) @ params["encoder"]["w"]) @ params["head"]["w"]
+  np.testing.assert_allclose(run.features_fn()(images), expected - centroid, rtol=1e-5, atol=1e-6)
+  assert not run.initial["method_state"]["centroid"].any()  # the random-init baseline

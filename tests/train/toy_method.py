@@ -11,6 +11,8 @@ tests/train/test_contract.py (registered there under the name ``toy``; not part 
   ``method_state["calls"]`` and the mean of the bank's rows is computed over the data axis.
 * **Sharded method state**: the bank is split over the data axis (``state_sharding``); each
   device writes the rows it owns from the gathered global batch.
+* **Evaluation on method state**: ``features`` is the head's output centred by the bank's mean
+  (``eval_state = ("centroid",)``), so evaluation must restore that entry.
 
 Networks are plain arrays: ``encoder`` (a ``[in, width]`` matrix and ``tanh``), ``head``
 (``[width, dim]``) and ``prototypes`` (``[K, dim]``). The loss is NT-Xent of the two views' head
@@ -98,13 +100,14 @@ def make(config, run: RunInfo = RunInfo()) -> Method:
             "centroid": total / run.num_examples}
 
   def features(params, batch_stats, method_state, images):
-    del batch_stats, method_state
-    return embed(params, images)
+    del batch_stats
+    return embed(params, images) @ params["head"]["w"] - method_state["centroid"]
 
   return Method(
       init=init, loss_fn=loss_fn, update=no_update, features=features, project=project,
       periodic=(Periodic(record, every_steps=kw.every_steps),),
       param_groups={"head": {"pattern": "^head/", "frozen_until_epoch": kw.frozen_epochs}},
+      eval_state=("centroid",),
       state_sharding=lambda state: {k: k == "bank" for k in state})
 
 
