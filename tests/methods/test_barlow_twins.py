@@ -56,7 +56,7 @@ def test_contract_and_loss_terms(make_config):
   np.testing.assert_allclose(metrics_01["bt_off_diag"], metrics["bt_off_diag"], rtol=1e-4)
 
   assert method.features(params, stats, {}, x_a).shape == (12, 16)  # before the projector
-  with pytest.raises(ValueError, match="exactly 2 views"):
+  with pytest.raises(ValueError, match="exactly 2 global view"):
     method.loss_fn(params, stats, mstate, {"views": {"a": x_a}}, jax.random.key(1),
                    axis_name=None)
 

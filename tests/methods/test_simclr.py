@@ -27,7 +27,7 @@ def test_contract_shapes_and_views(make_config):
   assert np.isfinite(loss) and float(metrics["loss"]) == float(loss)
   assert jax.tree.structure(new_stats) == jax.tree.structure(stats)
   assert method.features(params, stats, {}, images).shape == (4, 16)  # before the 8-wide projector
-  with pytest.raises(ValueError, match="exactly 2 views"):
+  with pytest.raises(ValueError, match="exactly 2 global view"):
     method.loss_fn(params, stats, mstate, {"views": {"a": images}}, jax.random.key(1),
                    axis_name=None)
 
