@@ -210,7 +210,9 @@ class Engine:
     # The example batch only lends its shapes: close over it (it may be ShapeDtypeStructs).
     create = lambda key: state_lib.create(self.method, self.tx, key, example_batch)
     abstract = jax.eval_shape(create, rng)
-    state = jax.jit(create, out_shardings=self.state_sharding(abstract))(rng)
+    # Compiled without backend optimization on CPU: it runs once (xla_options).
+    lowered = jax.jit(create, out_shardings=self.state_sharding(abstract)).lower(rng)
+    state = lowered.compile(compiler_options=xla_options.one_shot_compiler_options())(rng)
     return self.place_state(state) if self.mode == "pmap" else state
 
   def place_state(self, state: state_lib.TrainState) -> state_lib.TrainState:
