@@ -5,15 +5,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses.utils import (AxisName, check_embeddings, check_matrices, check_positive,
-                                  check_same_dim, check_same_shape, gather, global_count,
-                                  global_sum, l2_normalize)
+from ssl_jax.losses.utils import (AxisName, as_float_arrays, as_views, check_matrices,
+                                  check_min_examples, check_same_dim, check_scalars, gather,
+                                  global_count, global_sum, l2_normalize, needs_examples)
 
 # Logit given to an anchor's similarity with itself: finite (so no inf - inf in gradients) and far
 # below any cosine / temperature, so exp() of it is exactly 0 in float32.
 _MASKED = -1e9
 
 
+@needs_examples(2)  # an anchor needs another example as a negative
 def ntxent(z_a: jax.Array, z_b: jax.Array, *, temperature: float,
            axis_name: AxisName = None) -> jax.Array:
   """NT-Xent, the normalized temperature-scaled cross-entropy loss of SimCLR.
@@ -42,6 +43,11 @@ def ntxent(z_a: jax.Array, z_b: jax.Array, *, temperature: float,
   Returns:
     Scalar float32 loss.
 
+  Raises:
+    TypeError: if an input is not floating point.
+    ValueError: if the inputs are not 2-D of equal shape, the global batch has fewer than 2
+      examples, or a concrete ``temperature`` is not > 0.
+
   Example:
     >>> import jax.numpy as jnp
     >>> z_a = jnp.array([[1.0, 0.0], [0.0, 1.0]])
@@ -49,8 +55,8 @@ def ntxent(z_a: jax.Array, z_b: jax.Array, *, temperature: float,
     >>> round(float(ntxent(z_a, z_b, temperature=0.5)), 4)
     0.2627
   """
-  check_embeddings("ntxent", z_a, z_b)
-  check_positive("ntxent", temperature=temperature)
+  z_a, z_b = as_views("ntxent", ntxent.min_examples, axis_name, z_a=z_a, z_b=z_b)
+  check_scalars("ntxent", temperature=temperature)
   z_a, z_b = l2_normalize(z_a), l2_normalize(z_b)
   n = z_a.shape[0]
   a_all, offset = gather(z_a, axis_name)
@@ -87,6 +93,7 @@ def _batch_cross_entropy(anchors: jax.Array, candidates: jax.Array, temperature:
   return global_sum(loss_sum, axis_name) / cands.shape[0]
 
 
+@needs_examples(2)  # without a queue the negatives are the batch's other keys (1 with a queue)
 def infonce(query: jax.Array, key: jax.Array, negatives: jax.Array | None = None, *,
             temperature: float, axis_name: AxisName = None) -> jax.Array:
   """InfoNCE of MoCo: each query must pick its own key out of the negatives.
@@ -131,6 +138,12 @@ def infonce(query: jax.Array, key: jax.Array, negatives: jax.Array | None = None
   Returns:
     Scalar float32 loss.
 
+  Raises:
+    TypeError: if an input is not floating point.
+    ValueError: if the inputs are not 2-D, ``query`` and ``key`` differ in shape or
+      ``negatives`` in feature dimension, the global batch has fewer than 2 examples (1 with
+      ``negatives``, which needs at least 1 row), or a concrete ``temperature`` is not > 0.
+
   Example:
     >>> import jax.numpy as jnp
     >>> q = jnp.array([[1.0, 0.0], [0.0, 1.0]])
@@ -141,15 +154,17 @@ def infonce(query: jax.Array, key: jax.Array, negatives: jax.Array | None = None
     >>> round(float(infonce(q, k, queue, temperature=1.0)), 4)  # -log(e / (e + 1 + e^-1))
     0.4076
   """
-  check_matrices("infonce", query=query, key=key)
-  check_same_shape("infonce", query=query, key=key)
-  check_positive("infonce", temperature=temperature)
+  minimum = infonce.min_examples if negatives is None else 1
+  query, key = as_views("infonce", minimum, axis_name, query=query, key=key)
+  check_scalars("infonce", temperature=temperature)
   query, key = l2_normalize(query), l2_normalize(key)
   if negatives is None:
     return _batch_cross_entropy(query, key, temperature, axis_name)
 
+  (negatives,) = as_float_arrays("infonce", negatives=negatives)
   check_matrices("infonce", negatives=negatives)
   check_same_dim("infonce", query=query, negatives=negatives)
+  check_min_examples("infonce", 1, negatives, arg="negatives", unit="row", scope="in negatives")
   negatives = l2_normalize(negatives)
   positive = jnp.sum(query * key, axis=1, keepdims=True)  # [n, 1]
   logits = jnp.concatenate([positive, query @ negatives.T], axis=1) / temperature  # [n, 1 + K]
@@ -157,6 +172,7 @@ def infonce(query: jax.Array, key: jax.Array, negatives: jax.Array | None = None
   return global_sum(loss_sum, axis_name) / global_count(query.shape[0], axis_name)
 
 
+@needs_examples(1)
 def nearest_neighbour(z: jax.Array, support: jax.Array) -> tuple[jax.Array, jax.Array]:
   """NNCLR's ``NN(z, Q)``: the row of the support set closest to each embedding, no gradient.
 
@@ -174,6 +190,10 @@ def nearest_neighbour(z: jax.Array, support: jax.Array) -> tuple[jax.Array, jax.
     ``(neighbours, indices)``: ``[n, d]`` float32 rows of ``support`` as given (not normalized)
     and their ``[n]`` int32 indices into ``support`` (for NN-accuracy metrics).
 
+  Raises:
+    TypeError: if an input is not floating point.
+    ValueError: if the inputs are not 2-D of the same feature dimension, or either is empty.
+
   Example:
     >>> import jax.numpy as jnp
     >>> support = jnp.array([[1.0, 0.0], [0.0, 5.0], [-1.0, 0.0]])
@@ -181,14 +201,25 @@ def nearest_neighbour(z: jax.Array, support: jax.Array) -> tuple[jax.Array, jax.
     >>> idx.tolist(), nn.tolist()
     ([1, 2], [[0.0, 5.0], [-1.0, 0.0]])
   """
-  check_matrices("nearest_neighbour", z=z, support=support)
-  check_same_dim("nearest_neighbour", z=z, support=support)
+  z, support = _check_support("nearest_neighbour", z, support, arg="z")
+  check_min_examples("nearest_neighbour", nearest_neighbour.min_examples, z, arg="z")
   support = jax.lax.stop_gradient(support.astype(jnp.float32))
   sims = l2_normalize(jax.lax.stop_gradient(z)) @ l2_normalize(support).T  # [n, Q]
   indices = jnp.argmax(sims, axis=1).astype(jnp.int32)
   return support[indices], indices
 
 
+def _check_support(name: str, z, support, *, arg: str) -> tuple[jax.Array, jax.Array]:
+  """``(z, support)`` as float arrays, ``support`` ``[Q, d]`` checked: floating point, 2-D, at
+  least one row, the feature dimension of the embeddings ``z`` (named ``arg``)."""
+  z, support = as_float_arrays(name, **{arg: z}, support=support)
+  check_matrices(name, **{arg: z}, support=support)
+  check_same_dim(name, **{arg: z}, support=support)
+  check_min_examples(name, 1, support, arg="support", unit="row", scope="in support")
+  return z, support
+
+
+@needs_examples(2)  # an anchor needs another example as a negative
 def nnclr(z_a: jax.Array, z_b: jax.Array, support: jax.Array, *, temperature: float,
           axis_name: AxisName = None) -> jax.Array:
   """NNCLR: the nearest neighbour of one view in a support set is the anchor for the other view.
@@ -230,6 +261,12 @@ def nnclr(z_a: jax.Array, z_b: jax.Array, support: jax.Array, *, temperature: fl
   Returns:
     Scalar float32 loss.
 
+  Raises:
+    TypeError: if an input is not floating point.
+    ValueError: if the inputs are not 2-D, ``z_a`` and ``z_b`` differ in shape or ``support`` in
+      feature dimension, the global batch has fewer than 2 examples, ``support`` is empty, or a
+      concrete ``temperature`` is not > 0.
+
   Example:
     >>> import jax.numpy as jnp
     >>> support = jnp.array([[1.0, 0.0], [0.0, 1.0]])
@@ -237,10 +274,9 @@ def nnclr(z_a: jax.Array, z_b: jax.Array, support: jax.Array, *, temperature: fl
     >>> round(float(nnclr(z_a, z_a, support, temperature=1.0)), 4)
     0.3697
   """
-  check_matrices("nnclr", z_a=z_a, z_b=z_b, support=support)
-  check_same_shape("nnclr", z_a=z_a, z_b=z_b)
-  check_same_dim("nnclr", z_a=z_a, support=support)
-  check_positive("nnclr", temperature=temperature)
+  z_a, z_b = as_views("nnclr", nnclr.min_examples, axis_name, z_a=z_a, z_b=z_b)
+  _check_support("nnclr", z_a, support, arg="z_a")
+  check_scalars("nnclr", temperature=temperature)
   nn_a, _ = nearest_neighbour(z_a, support)
   nn_b, _ = nearest_neighbour(z_b, support)
   z_a, z_b, nn_a, nn_b = map(l2_normalize, (z_a, z_b, nn_a, nn_b))

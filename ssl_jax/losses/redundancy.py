@@ -11,20 +11,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses.utils import (AxisName, check_matrices, check_positive, check_same_shape,
-                                  global_count, global_mean, global_sum, off_diagonal_mask,
-                                  standardize)
+from ssl_jax.losses.utils import (AxisName, as_views, check_scalars, global_count, global_mean,
+                                  global_sum, needs_examples, off_diagonal_mask, standardize)
 
 
-def _check(name: str, z_a: jax.Array, z_b: jax.Array, axis_name: AxisName, min_batch: int):
-  check_matrices(name, z_a=z_a, z_b=z_b)
-  check_same_shape(name, z_a=z_a, z_b=z_b)
-  n = global_count(z_a.shape[0], axis_name)
-  if n < min_batch:
-    raise ValueError(f"{name}: the global batch must hold at least {min_batch} examples, got "
-                     f"{n} (z_a shape {z_a.shape}).")
-
-
+@needs_examples(2)  # a variance / correlation over the batch needs two examples
 def barlow_twins(z_a: jax.Array, z_b: jax.Array, *, lambda_: float = 0.0051,
                  axis_name: AxisName = None) -> jax.Array:
   """Barlow Twins: drive the cross-correlation of the two views' embeddings to the identity.
@@ -60,7 +51,9 @@ def barlow_twins(z_a: jax.Array, z_b: jax.Array, *, lambda_: float = 0.0051,
     Scalar float32 loss.
 
   Raises:
-    ValueError: if the inputs are not 2-D of equal shape, or the global batch has < 2 rows.
+    TypeError: if an input is not floating point.
+    ValueError: if the inputs are not 2-D of equal shape, the global batch has < 2 rows, or a
+      concrete ``lambda_`` is negative or not finite.
 
   Example:
     >>> import jax.numpy as jnp
@@ -71,7 +64,8 @@ def barlow_twins(z_a: jax.Array, z_b: jax.Array, *, lambda_: float = 0.0051,
     >>> round(float(barlow_twins(z_a, z_b[:, ::-1], lambda_=1.0)), 4)  # C ~ [[0, 1], [1, 0]]
     3.9998
   """
-  _check("barlow_twins", z_a, z_b, axis_name, min_batch=2)
+  z_a, z_b = as_views("barlow_twins", barlow_twins.min_examples, axis_name, z_a=z_a, z_b=z_b)
+  check_scalars("barlow_twins", allow_zero=True, lambda_=lambda_)
   z_a = standardize(z_a.astype(jnp.float32), axis_name)
   z_b = standardize(z_b.astype(jnp.float32), axis_name)
   n_global = global_count(z_a.shape[0], axis_name)
@@ -81,6 +75,7 @@ def barlow_twins(z_a: jax.Array, z_b: jax.Array, *, lambda_: float = 0.0051,
   return on_diag + lambda_ * off_diag
 
 
+@needs_examples(2)  # the unbiased covariance divides by N - 1
 def vicreg(z_a: jax.Array, z_b: jax.Array, *, sim_weight: float = 25.0, var_weight: float = 25.0,
            cov_weight: float = 1.0, eps: float = 1e-4, axis_name: AxisName = None) -> jax.Array:
   """VICReg: variance-invariance-covariance regularization of two views' embeddings.
@@ -120,8 +115,9 @@ def vicreg(z_a: jax.Array, z_b: jax.Array, *, sim_weight: float = 25.0, var_weig
     Scalar float32 loss.
 
   Raises:
-    ValueError: if the inputs are not 2-D of equal shape, the global batch has < 2 rows, or
-      ``eps <= 0``.
+    TypeError: if an input is not floating point.
+    ValueError: if the inputs are not 2-D of equal shape, the global batch has < 2 rows, or a
+      concrete ``eps`` is not > 0 or a weight is negative (all must be finite).
 
   Example:
     >>> import jax.numpy as jnp
@@ -131,8 +127,10 @@ def vicreg(z_a: jax.Array, z_b: jax.Array, *, sim_weight: float = 25.0, var_weig
     >>> round(float(vicreg(z, z + 1.0)), 4)  # a shift only costs invariance: 25 * 1
     25.0
   """
-  _check("vicreg", z_a, z_b, axis_name, min_batch=2)
-  check_positive("vicreg", eps=eps)
+  z_a, z_b = as_views("vicreg", vicreg.min_examples, axis_name, z_a=z_a, z_b=z_b)
+  check_scalars("vicreg", eps=eps)
+  check_scalars("vicreg", allow_zero=True, sim_weight=sim_weight, var_weight=var_weight,
+                cov_weight=cov_weight)
   z_a, z_b = z_a.astype(jnp.float32), z_b.astype(jnp.float32)
   n_global = global_count(z_a.shape[0], axis_name)
   d = z_a.shape[1]

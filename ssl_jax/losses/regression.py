@@ -5,15 +5,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses.utils import (AxisName, check_matrices, check_same_shape, global_mean,
-                                  l2_normalize)
+from ssl_jax.losses.utils import AxisName, as_views, global_mean, l2_normalize, needs_examples
 
 
-def _check(name: str, p: jax.Array, z: jax.Array) -> None:
-  check_matrices(name, p=p, z=z)
-  check_same_shape(name, p=p, z=z)
-
-
+@needs_examples(1)  # each example regresses its own target
 def negative_cosine(p: jax.Array, z: jax.Array, *, axis_name: AxisName = None) -> jax.Array:
   """SimSiam's negative cosine similarity ``D(p, z) = -cos(p, stop_gradient(z))``, batch mean.
 
@@ -38,6 +33,10 @@ def negative_cosine(p: jax.Array, z: jax.Array, *, axis_name: AxisName = None) -
   Returns:
     Scalar float32 loss in ``[-1, 1]``.
 
+  Raises:
+    TypeError: if an input is not floating point.
+    ValueError: if the inputs are not 2-D of equal shape or the global batch is empty.
+
   Example:
     >>> import jax.numpy as jnp
     >>> p = jnp.array([[1.0, 0.0], [1.0, 1.0]])
@@ -45,11 +44,12 @@ def negative_cosine(p: jax.Array, z: jax.Array, *, axis_name: AxisName = None) -
     >>> round(float(negative_cosine(p, z)), 4)  # -(1 + 1/sqrt(2)) / 2
     -0.8536
   """
-  _check("negative_cosine", p, z)
+  p, z = as_views("negative_cosine", negative_cosine.min_examples, axis_name, p=p, z=z)
   cos = jnp.sum(l2_normalize(p) * l2_normalize(jax.lax.stop_gradient(z)), axis=-1)
   return -global_mean(cos, axis_name)
 
 
+@needs_examples(1)  # each example regresses its own target
 def byol_loss(p: jax.Array, z: jax.Array, *, axis_name: AxisName = None) -> jax.Array:
   """BYOL's regression loss ``2 - 2 cos(p, stop_gradient(z))``, averaged over the batch.
 
@@ -75,6 +75,10 @@ def byol_loss(p: jax.Array, z: jax.Array, *, axis_name: AxisName = None) -> jax.
   Returns:
     Scalar float32 loss in ``[0, 4]``.
 
+  Raises:
+    TypeError: if an input is not floating point.
+    ValueError: if the inputs are not 2-D of equal shape or the global batch is empty.
+
   Example:
     >>> import jax.numpy as jnp
     >>> p = jnp.array([[1.0, 0.0], [1.0, 1.0]])
@@ -82,6 +86,6 @@ def byol_loss(p: jax.Array, z: jax.Array, *, axis_name: AxisName = None) -> jax.
     >>> round(float(byol_loss(p, z)), 4)  # (0 + (2 - sqrt(2))) / 2
     0.2929
   """
-  _check("byol_loss", p, z)
+  p, z = as_views("byol_loss", byol_loss.min_examples, axis_name, p=p, z=z)
   diff = l2_normalize(p) - l2_normalize(jax.lax.stop_gradient(z))
   return global_mean(jnp.sum(diff * diff, axis=-1), axis_name)

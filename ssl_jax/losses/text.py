@@ -12,8 +12,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses.utils import (AxisName, check_matrices, check_positive, check_same_shape,
-                                  global_count, global_sum)
+from ssl_jax.losses.utils import (AxisName, as_float_arrays, as_labels, as_views,
+                                  check_min_examples, check_scalars, global_count, global_sum,
+                                  needs_examples)
 from ssl_jax.losses.contrastive import infonce
 
 
@@ -37,14 +38,21 @@ def token_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return jax.nn.logsumexp(logits, axis=-1) - picked
 
 
-def _check_tokens(name: str, logits: jax.Array, **arrays: jax.Array) -> None:
-  if jnp.ndim(logits) != 3:
-    raise ValueError(f"{name}: logits must be 3-D [batch, length, vocab], got shape "
-                     f"{jnp.shape(logits)}.")
-  for arg, x in arrays.items():
-    if x is not None and tuple(jnp.shape(x)) != tuple(jnp.shape(logits)[:2]):
-      raise ValueError(f"{name}: {arg} must have shape [batch, length] = "
-                       f"{tuple(jnp.shape(logits)[:2])}, got {tuple(jnp.shape(x))}.")
+def _check_tokens(name: str, minimum: int, axis_name: AxisName, logits, *,
+                  axes: tuple[str, ...] = ("batch", "length"), **targets) -> tuple:
+  """``(logits, *targets)`` as arrays: float ``logits`` ``[*axes, classes]``, each target (None
+  allowed) of shape ``logits.shape[:-1]``, at least ``minimum`` examples over the global batch."""
+  (logits,) = as_float_arrays(name, logits=logits)
+  if logits.ndim != len(axes) + 1:
+    raise ValueError(f"{name}: logits must be {len(axes) + 1}-D [{', '.join(axes)}, classes], "
+                     f"got shape {logits.shape}.")
+  targets = {arg: None if x is None else jnp.asarray(x) for arg, x in targets.items()}
+  for arg, x in targets.items():
+    if x is not None and x.shape != logits.shape[:-1]:
+      raise ValueError(f"{name}: logits has shape {logits.shape} and {arg} has shape {x.shape}; "
+                       f"{arg} must have shape [{', '.join(axes)}] = {logits.shape[:-1]}.")
+  check_min_examples(name, minimum, logits, arg="logits", axis_name=axis_name)
+  return (logits, *targets.values())
 
 
 def weighted_mean(values: jax.Array, weights: jax.Array, axis_name: AxisName = None) -> jax.Array:
@@ -56,6 +64,7 @@ def weighted_mean(values: jax.Array, weights: jax.Array, axis_name: AxisName = N
   return total / jnp.maximum(count, 1.0)
 
 
+@needs_examples(1)
 def masked_lm(logits: jax.Array, labels: jax.Array, mask: jax.Array, *,
               axis_name: AxisName = None) -> jax.Array:
   """Masked language modelling: mean cross-entropy over the masked positions only.
@@ -71,12 +80,19 @@ def masked_lm(logits: jax.Array, labels: jax.Array, mask: jax.Array, *,
 
   Args:
     logits: ``[B, T, V]`` predictions (any float dtype; the math is float32).
-    labels: ``[B, T]`` integer original tokens (only read where ``mask``).
+    labels: ``[B, T]`` integer original tokens, only read where ``mask`` is set (elsewhere any
+      value, e.g. an ignore index such as -100).
     mask: ``[B, T]`` bool or 0/1, 1 where a position was chosen for prediction.
     axis_name: data-parallel axis to reduce over, or None.
 
   Returns:
     Scalar float32 loss (nats per masked token).
+
+  Raises:
+    TypeError: if ``logits`` is not floating point or ``labels`` not integer.
+    ValueError: if the shapes differ from the above, the global batch is empty, or (values
+      concrete, outside ``jit``) a label where ``mask`` is set lies outside ``[0, V)``; labels
+      where ``mask`` is 0 are ignored and may hold anything.
 
   Example:
     >>> import jax.numpy as jnp
@@ -84,7 +100,10 @@ def masked_lm(logits: jax.Array, labels: jax.Array, mask: jax.Array, *,
     >>> round(float(masked_lm(logits, jnp.array([[0, 1]]), jnp.array([[0, 1]]))), 4)  # -log 0.1
     2.3026
   """
-  _check_tokens("masked_lm", logits, labels=labels, mask=mask)
+  logits, labels, mask = _check_tokens("masked_lm", masked_lm.min_examples, axis_name, logits,
+                                       labels=labels, mask=mask)
+  labels = as_labels("masked_lm", "labels", labels, logits.shape[-1], counted=mask)
+  labels = jnp.where(mask != 0, labels, 0)  # ignored positions may hold any id (e.g. -100)
   return weighted_mean(token_cross_entropy(logits, labels), mask, axis_name)
 
 
@@ -106,6 +125,7 @@ def causal_targets(tokens: jax.Array, mask: jax.Array | None = None,
   return weights
 
 
+@needs_examples(1)
 def causal_lm(logits: jax.Array, tokens: jax.Array, *, mask: jax.Array | None = None,
               segment_ids: jax.Array | None = None, axis_name: AxisName = None) -> jax.Array:
   """Causal (next-token) language modelling: ``logits[:, t]`` predicts ``tokens[:, t + 1]``.
@@ -120,13 +140,18 @@ def causal_lm(logits: jax.Array, tokens: jax.Array, *, mask: jax.Array | None = 
 
   Args:
     logits: ``[B, T, V]`` the model's outputs on ``tokens``.
-    tokens: ``[B, T]`` integer tokens.
+    tokens: ``[B, T]`` integer tokens (a target that does not count may hold any value).
     mask: optional ``[B, T]`` 1 for real tokens, 0 for padding.
     segment_ids: optional ``[B, T]`` document ids of packed rows (0 = padding).
     axis_name: data-parallel axis to reduce over, or None.
 
   Returns:
     Scalar float32 loss (nats per predicted token).
+
+  Raises:
+    TypeError: if ``logits`` is not floating point or ``tokens`` not integer.
+    ValueError: if the shapes differ from the above, the global batch is empty, ``T < 2``, or
+      (values concrete, outside ``jit``) a counted target token lies outside ``[0, V)``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -135,13 +160,19 @@ def causal_lm(logits: jax.Array, tokens: jax.Array, *, mask: jax.Array | None = 
     >>> round(float(causal_lm(logits, tokens)), 4)  # (-log 0.75 - log 0.5) / 2
     0.4904
   """
-  _check_tokens("causal_lm", logits, tokens=tokens, mask=mask, segment_ids=segment_ids)
+  logits, tokens, mask, segment_ids = _check_tokens(
+      "causal_lm", causal_lm.min_examples, axis_name, logits, tokens=tokens, mask=mask,
+      segment_ids=segment_ids)
   if logits.shape[1] < 2:
     raise ValueError(f"causal_lm: sequences need at least 2 tokens, got length {logits.shape[1]}.")
-  ce = token_cross_entropy(logits[:, :-1], tokens[:, 1:])
-  return weighted_mean(ce, causal_targets(tokens, mask, segment_ids), axis_name)
+  weights = causal_targets(tokens, mask, segment_ids)
+  tokens = as_labels("causal_lm", "tokens", tokens, logits.shape[-1],
+                     counted=jnp.pad(weights, ((0, 0), (1, 0))))  # the first token is no target
+  targets = jnp.where(weights > 0, tokens[:, 1:], 0)  # uncounted targets may hold any id
+  return weighted_mean(token_cross_entropy(logits[:, :-1], targets), weights, axis_name)
 
 
+@needs_examples(1)
 def next_sentence(logits: jax.Array, is_next: jax.Array, *, axis_name: AxisName = None) -> jax.Array:
   """BERT's next-sentence prediction: 2-way cross-entropy, mean over the global batch.
 
@@ -158,20 +189,26 @@ def next_sentence(logits: jax.Array, is_next: jax.Array, *, axis_name: AxisName 
   Returns:
     Scalar float32 loss.
 
+  Raises:
+    TypeError: if ``logits`` is not floating point or ``is_next`` not integer.
+    ValueError: if the shapes differ from the above, the global batch is empty, or (values
+      concrete, outside ``jit``) ``is_next`` holds anything but 0 and 1.
+
   Example:
     >>> import jax.numpy as jnp
     >>> round(float(next_sentence(jnp.array([[0.0, 0.0]]), jnp.array([1]))), 4)  # log 2
     0.6931
   """
-  if jnp.ndim(logits) != 2 or jnp.shape(logits)[1] != 2:
-    raise ValueError(f"next_sentence: logits must be [batch, 2], got shape {jnp.shape(logits)}.")
-  if tuple(jnp.shape(is_next)) != (jnp.shape(logits)[0],):
-    raise ValueError(f"next_sentence: is_next must be [batch] = [{jnp.shape(logits)[0]}], got "
-                     f"shape {tuple(jnp.shape(is_next))}.")
+  logits, is_next = _check_tokens("next_sentence", next_sentence.min_examples, axis_name, logits,
+                                  axes=("batch",), is_next=is_next)
+  if logits.shape[1] != 2:
+    raise ValueError(f"next_sentence: logits must be [batch, 2], got shape {logits.shape}.")
+  is_next = as_labels("next_sentence", "is_next", is_next, 2)
   ce = token_cross_entropy(logits, is_next)
   return global_sum(jnp.sum(ce), axis_name) / global_count(logits.shape[0], axis_name)
 
 
+@needs_examples(2)  # the other sentences of the batch are the negatives
 def simcse(z_a: jax.Array, z_b: jax.Array, *, temperature: float = 0.05,
            axis_name: AxisName = None) -> jax.Array:
   """Unsupervised SimCSE: the same sentence encoded twice with different dropout masks.
@@ -192,13 +229,17 @@ def simcse(z_a: jax.Array, z_b: jax.Array, *, temperature: float = 0.05,
   Returns:
     Scalar float32 loss.
 
+  Raises:
+    TypeError: if an input is not floating point.
+    ValueError: if the inputs are not 2-D of equal shape, the global batch has fewer than 2
+      examples, or a concrete ``temperature`` is not > 0.
+
   Example:
     >>> import jax.numpy as jnp
     >>> z = jnp.eye(2)
     >>> round(float(simcse(z, z, temperature=1.0)), 4)  # log(1 + e^-1)
     0.3133
   """
-  check_matrices("simcse", z_a=z_a, z_b=z_b)
-  check_same_shape("simcse", z_a=z_a, z_b=z_b)
-  check_positive("simcse", temperature=temperature)
+  z_a, z_b = as_views("simcse", simcse.min_examples, axis_name, z_a=z_a, z_b=z_b)
+  check_scalars("simcse", temperature=temperature)
   return infonce(z_a, z_b, temperature=temperature, axis_name=axis_name)

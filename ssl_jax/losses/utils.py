@@ -3,32 +3,134 @@ reductions and gathers.
 
 Public so that methods and monitors use the same `l2_normalize` and gathers as the losses (one
 copy of each in the package); not part of `ssl_jax.losses.__all__`, which lists only losses.
+
+The input policy every loss follows, with one helper per check: arrays may be Python lists, NumPy
+or JAX arrays, and embeddings/logits must be floating point (:func:`as_float_arrays`); each loss
+declares the fewest examples it needs (:func:`needs_examples`, :func:`check_min_examples`); shape
+errors name each argument with its shape, in argument order (:func:`check_same_shape`); labels are
+integer and, outside ``jit``, in range (:func:`as_labels`); scalar hyperparameters may be traced
+(scheduled or learnable) and are validated only when concrete (:func:`check_scalars`).
 """
 
 from __future__ import annotations
 
-from typing import Hashable
+import math
+from typing import Callable, Hashable, TypeVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 AxisName = Hashable | tuple[Hashable, ...] | None
+F = TypeVar("F", bound=Callable)
 
 
-def check_embeddings(name: str, *arrays: jax.Array) -> None:
-  """Raises ValueError unless all ``arrays`` are 2-D ``[N, D]`` with the same shape."""
-  for i, x in enumerate(arrays):
-    if jnp.ndim(x) != 2:
-      raise ValueError(f"{name}: argument {i} must be 2-D [batch, dim], got shape {jnp.shape(x)}.")
-  shapes = {tuple(jnp.shape(x)) for x in arrays}
-  if len(shapes) != 1:
-    raise ValueError(f"{name}: arguments must have the same shape, got {sorted(shapes)}.")
+def needs_examples(minimum: int) -> Callable[[F], F]:
+  """Decorator declaring the fewest examples per (global) batch a loss needs, as its
+  ``min_examples`` attribute: the one place each loss states it. The loss enforces it with
+  :func:`check_min_examples` and the shared test sweep reads it."""
+  def declare(fn: F) -> F:
+    fn.min_examples = minimum
+    return fn
+  return declare
 
 
-def check_positive(name: str, **values: float) -> None:
+def as_float_arrays(name: str, **arrays) -> tuple[jax.Array, ...]:
+  """Each array as a ``jax.Array`` (Python lists and NumPy arrays accepted), in argument order.
+
+  Raises:
+    TypeError: naming the argument, unless its dtype is floating point (embeddings and logits are
+      network outputs: integer or bool inputs are a caller's mistake, not something to cast).
+  """
+  out = []
+  for arg, x in arrays.items():
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+      raise TypeError(f"{name}: {arg} must be a floating-point array, got dtype {x.dtype} (shape "
+                      f"{tuple(x.shape)}); pass jnp.asarray({arg}, jnp.float32).")
+    out.append(x)
+  return tuple(out)
+
+
+def as_labels(name: str, arg: str, labels, num_classes: int, counted=None) -> jax.Array:
+  """``labels`` as an integer ``jax.Array``; outside ``jit`` also checks their range.
+
+  Args:
+    name: the loss, for the message.
+    arg: the argument's name, for the message.
+    labels: integer class ids (list, NumPy or JAX array).
+    num_classes: ids must lie in ``[0, num_classes)``.
+    counted: optional array of ``labels``' shape; only ids where it is nonzero are range-checked
+      (a loss's documented ignored positions, e.g. unmasked tokens, may hold anything).
+
+  Raises:
+    TypeError: unless ``labels`` has an integer dtype.
+    ValueError: when the values are concrete (not traced under ``jit``/``shard_map``) and a
+      counted id is out of range (under ``jit`` nothing is checked: the loss is then not finite).
+  """
+  labels = jnp.asarray(labels)
+  if not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise TypeError(f"{name}: {arg} must be an integer array of class ids, got dtype "
+                    f"{labels.dtype}; pass jnp.asarray({arg}, jnp.int32).")
+  if _is_traced(labels) or (counted is not None and _is_traced(counted)):
+    return labels
+  values = np.asarray(labels)
+  if counted is not None:
+    values = values[np.asarray(counted) != 0]
+  if values.size and (values.min() < 0 or values.max() >= num_classes):
+    raise ValueError(f"{name}: {arg} must lie in [0, {num_classes}) (the number of classes of the "
+                     f"logits' last axis), got values in [{values.min()}, {values.max()}].")
+  return labels
+
+
+def check_min_examples(name: str, minimum: int, x: jax.Array, *, arg: str,
+                       axis_name: AxisName = None, unit: str = "example",
+                       scope: str = "per batch") -> None:
+  """Raises ValueError, naming the minimum, unless ``x``'s leading axis holds ``minimum`` rows.
+
+  With ``axis_name`` the rows of all devices are counted (the global batch; a static count).
+  """
+  n = global_count(jnp.shape(x)[0], axis_name)
+  if n < minimum:
+    units = unit if minimum == 1 else unit + "s"
+    where = f"{scope} (over all devices on axis {axis_name!r})" if axis_name is not None else scope
+    raise ValueError(f"{name} needs at least {minimum} {units} {where}, got {n} ({arg} has shape "
+                     f"{tuple(jnp.shape(x))}).")
+
+
+def as_views(name: str, minimum: int, axis_name: AxisName = None,
+             **views) -> tuple[jax.Array, ...]:
+  """Paired ``[n, d]`` views (row ``i`` of each is example ``i``), in argument order: float
+  arrays (:func:`as_float_arrays`), 2-D, of one shape, with at least ``minimum`` examples over
+  the global batch (:func:`check_min_examples`, counted on the first)."""
+  arrays = dict(zip(views, as_float_arrays(name, **views)))
+  check_matrices(name, **arrays)
+  check_same_shape(name, **arrays)
+  first = next(iter(arrays))
+  check_min_examples(name, minimum, arrays[first], arg=first, axis_name=axis_name)
+  return tuple(arrays.values())
+
+
+def check_scalars(name: str, *, allow_zero: bool = False, **values) -> None:
+  """Raises ValueError unless each hyperparameter is a finite scalar ``> 0`` (``>= 0`` with
+  ``allow_zero``).
+
+  Traced values (a temperature under ``jit``, scheduled or learnable) are checked for rank only:
+  their value is unknown until run time.
+  """
+  bound = ">= 0" if allow_zero else "> 0"
   for key, value in values.items():
-    if not value > 0:
-      raise ValueError(f"{name}: {key} must be > 0, got {value}.")
+    if jnp.ndim(value) != 0:
+      raise ValueError(f"{name}: {key} must be a scalar, got shape {jnp.shape(value)}.")
+    if _is_traced(value):
+      continue
+    v = float(value)
+    if not (math.isfinite(v) and (v >= 0 if allow_zero else v > 0)):
+      raise ValueError(f"{name}: {key} must be finite and {bound}, got {v}.")
+
+
+def _is_traced(x) -> bool:
+  return isinstance(x, jax.core.Tracer)
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -86,21 +188,25 @@ def check_matrices(name: str, **arrays: jax.Array) -> None:
       raise ValueError(f"{name}: {arg} must be 2-D [batch, dim], got shape {jnp.shape(x)}.")
 
 
+def _listed(arrays: dict) -> str:
+  """``"z_a has shape (8, 4) and z_b has shape (6, 4)"``, in argument order."""
+  return " and ".join(f"{arg} has shape {tuple(jnp.shape(x))}" for arg, x in arrays.items())
+
+
 def check_same_shape(name: str, **arrays: jax.Array) -> None:
-  """Raises ValueError, naming the arguments and their shapes, unless all shapes are equal."""
-  shapes = {arg: tuple(jnp.shape(x)) for arg, x in arrays.items()}
-  if len(set(shapes.values())) != 1:
-    listed = ", ".join(f"{arg} {shape}" for arg, shape in shapes.items())
-    raise ValueError(f"{name}: {' and '.join(shapes)} must have the same shape, got {listed}.")
+  """Raises ValueError, naming each argument with its shape in argument order, unless all shapes
+  are equal."""
+  if len({tuple(jnp.shape(x)) for x in arrays.values()}) != 1:
+    raise ValueError(f"{name}: {_listed(arrays)}; {' and '.join(arrays)} must have the same "
+                     "shape (row i of each is the same example).")
 
 
 def check_same_dim(name: str, **arrays: jax.Array) -> None:
-  """Raises ValueError unless all arrays have the same last (feature) dimension."""
-  dims = {arg: jnp.shape(x)[-1] for arg, x in arrays.items()}
-  if len(set(dims.values())) != 1:
-    listed = ", ".join(f"{arg} {tuple(jnp.shape(x))}" for arg, x in arrays.items())
-    raise ValueError(f"{name}: {' and '.join(dims)} must have the same feature dimension, "
-                     f"got {listed}.")
+  """Raises ValueError, naming each argument with its shape in argument order, unless all arrays
+  have the same last (feature) dimension."""
+  if len({jnp.shape(x)[-1] for x in arrays.values()}) != 1:
+    raise ValueError(f"{name}: {_listed(arrays)}; {' and '.join(arrays)} must have the same "
+                     "feature dimension (last axis).")
 
 
 def global_count(n: int, axis_name: AxisName) -> int:

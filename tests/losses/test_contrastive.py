@@ -78,6 +78,21 @@ def test_jit_and_errors():
     losses.ntxent(z_a, z_b, temperature=0.0)
 
 
+def test_issue_18_inputs():
+  # The edge cases of issue 18, item 5: a batch of one, argument order in the shape message, a
+  # traced temperature (scheduled or learnable) and a concrete bad one.
+  z_a, z_b = _embeddings(n=8, d=4)
+  with pytest.raises(ValueError, match=r"ntxent needs at least 2 examples per batch, got 1 "):
+    losses.ntxent(z_a[:1], z_b[:1], temperature=0.5)
+  with pytest.raises(ValueError, match=r"z_a has shape \(8, 4\) and z_b has shape \(6, 4\); "):
+    losses.ntxent(z_a, z_b[:6], temperature=0.5)
+  traced = jax.jit(lambda t: losses.ntxent(z_a, z_b, temperature=t))(0.1)
+  np.testing.assert_allclose(traced, losses.ntxent(z_a, z_b, temperature=0.1), rtol=1e-6)
+  for bad in (0.0, -1.0):
+    with pytest.raises(ValueError, match=r"temperature must be finite and > 0, got"):
+      losses.ntxent(z_a, z_b, temperature=bad)
+
+
 def _sharded_value_and_grad(z_a, z_b, axis_name):
   mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
 
@@ -110,6 +125,14 @@ def test_eight_devices_match_one_device():
   loss_local, grads_local = _sharded_value_and_grad(z_a, z_b, None)
   assert not np.allclose(loss_local, loss1, rtol=1e-3)
   assert not np.allclose(grads_local[0], grads1[0], rtol=1e-3, atol=1e-5)
+
+
+def test_one_pair_per_device_is_a_global_batch_of_eight():
+  # The minimum (2 examples) counts the global batch: one local pair per device is allowed.
+  z_a, z_b = _embeddings(n=8)
+  loss8, _ = _sharded_value_and_grad(z_a, z_b, "data")
+  np.testing.assert_allclose(loss8, np.full(8, losses.ntxent(z_a, z_b, temperature=0.3)),
+                             rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------- InfoNCE (MoCo)

@@ -39,6 +39,16 @@ def test_masked_lm_matches_numpy():
   assert float(losses.masked_lm(logits, labels, np.zeros_like(mask))) == 0.0
 
 
+def test_masked_lm_ignores_labels_where_nothing_is_masked():
+  # Labels are read (and range-checked) only where mask is set: elsewhere any id, e.g. -100.
+  logits, labels, mask = _data()
+  ignored = np.where(mask > 0, labels, -100)
+  np.testing.assert_allclose(losses.masked_lm(logits, ignored, mask),
+                             losses.masked_lm(logits, labels, mask), rtol=1e-6)
+  with pytest.raises(ValueError, match=r"labels must lie in \[0, 11\).*got values in \[-100, "):
+    losses.masked_lm(logits, ignored, np.ones_like(mask))
+
+
 def test_causal_lm_shifts_inside_and_counts_real_pairs():
   logits, tokens, _ = _data(1)
   rng = np.random.default_rng(2)
@@ -160,7 +170,7 @@ def test_bad_shapes_raise_naming_the_argument():
     losses.causal_lm(logits[:, :1], labels[:, :1])
   with pytest.raises(ValueError, match=r"\[batch, 2\]"):
     losses.next_sentence(logits[:, 0, :3], labels[:, 0])
-  with pytest.raises(ValueError, match="is_next must be"):
+  with pytest.raises(ValueError, match=r"is_next has shape \(4,\); is_next must have shape"):
     losses.next_sentence(logits[:, 0, :2], labels[:4, 0])
   with pytest.raises(ValueError, match="simcse: z_a must be 2-D"):
     losses.simcse(logits, logits)
