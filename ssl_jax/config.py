@@ -53,8 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data_dir = ""  # TFDS data_dir ("" = TFDS default)
   c.train_split = "train"
   c.test_split = "test"  # used by evaluation
+  # color: "auto" (stored channels, one decision for all splits), "rgb" or "grayscale" (forced).
   c.data = ml_collections.ConfigDict(dict(worker_count=0, shuffle=True, image_size=0,
-                                          on_corrupt="error"))
+                                          on_corrupt="error", color="auto"))
 
   c.encoder = "resnet18"
   c.encoder_kwargs = ml_collections.ConfigDict()
@@ -235,6 +236,10 @@ def _set(config: ml_collections.ConfigDict, key: str, text: str) -> None:
     node = node[part]
   if parents == ["views"] and isinstance(node, ml_collections.ConfigDict) and leaf not in node:
     node[leaf] = ""  # a new view (multi-crop); its recipe is parsed below as a string
+  if parents == ["encoder_kwargs"] and leaf not in node:  # checked against the encoder later
+    with node.ignore_type():
+      node[leaf] = _parse_value(text, None)
+    return
   if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
     raise ValueError(_unknown(key, node))
   current = node[leaf]
@@ -315,6 +320,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice("optimizer.name", config.optimizer.name, optim.OPTIMIZERS)
   _check_choice("optimizer.lr_scaling", config.optimizer.lr_scaling, optim.LR_SCALINGS)
   _check_choice("data.on_corrupt", config.data.on_corrupt, ("error", "skip"))
+  _check_choice("data.color", config.data.color, ("auto", "rgb", "grayscale"))
+  _validate_encoder_kwargs(config)
   _check_choice("checkpoint.on_corrupt", config.checkpoint.on_corrupt, ("error", "previous"))
   for key in ("batch_size", "epochs"):
     if not isinstance(config[key], int) or config[key] <= 0:
@@ -340,6 +347,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.max_consecutive_skips < 1:
     raise ValueError("config.max_consecutive_skips must be >= 1.")
   validate_eval(config.eval)
+
+
+def _validate_encoder_kwargs(config: ml_collections.ConfigDict) -> None:
+  """Refuses ``encoder_kwargs`` keys that an image encoder of the registry does not take."""
+  from ssl_jax import models
+
+  if config.encoder not in models.encoder_names():
+    return  # a text encoder: checked where the method builds it
+  valid = models.encoder_kwargs(config.encoder)
+  unknown = sorted(set(config.encoder_kwargs.keys()) - set(valid))
+  if unknown:
+    raise ValueError(f"config.encoder_kwargs.{unknown[0]} is not an argument of encoder "
+                     f"{config.encoder!r}; valid keys: {', '.join(valid)}.")
 
 
 def _validate_optimizer(opt: ml_collections.ConfigDict) -> None:

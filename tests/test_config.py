@@ -117,3 +117,14 @@ def test_views_accept_new_keys_from_the_command_line():
     config_lib.load_config(None, [("optimizer.nope", "1")])
   with pytest.raises(ValueError, match="Unknown config key 'views.c'"):
     config_lib.load_config(None, [("views.c.x", "1")])
+
+
+def test_encoder_kwargs_overrides_are_checked_against_the_encoder():
+  from ssl_jax.config import load_config
+  config = load_config(None, [("encoder_kwargs.in_channels", "3"), ("data.color", "rgb")])
+  assert config.encoder_kwargs.in_channels == 3 and config.data.color == "rgb"
+  with pytest.raises(ValueError, match=r"encoder_kwargs.depht is not an argument of encoder "
+                                       r"'cnn_digits'; valid keys: .*widths"):
+    load_config(None, [("encoder_kwargs.depht", "3")])
+  with pytest.raises(ValueError, match="config.data.color='cmyk' is not valid"):
+    load_config(None, [("data.color", "cmyk")])

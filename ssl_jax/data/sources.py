@@ -30,6 +30,24 @@ Names (see :func:`load_source`):
   ``[N, H, W, C]``, either uint8 or floating point in [0, 1] (mapped by ``round(x * 255)``); labels
   are integers in ``[0, num_classes)``. Loaded with ``allow_pickle=False``.
 
+Channels (``color``, the run's ``--config.data.color``) are decided once per dataset, the same for
+every split: ``"auto"`` keeps the stored channels where every split agrees (a folder is grayscale
+when every image of every split is, else RGB; an npz whose splits store different channel counts
+becomes RGB); ``"rgb"`` makes 3 channels (a gray channel repeated, alpha dropped) and
+``"grayscale"`` 1 channel (PIL's ``L`` conversion for folders, the same ITU-R 601 luma weights
+``0.299 R + 0.587 G + 0.114 B`` for arrays: :func:`convert_channels`). This applies to every
+source kind.
+
+Layouts and values refused with a message saying how to fix them: an npz array stored
+channel-first (``[N, C, H, W]`` with ``C`` in 1, 3, 4 and ``H, W > 4``, the last axis not a channel
+count) is refused with the transpose to apply (``x.transpose(0, 2, 3, 1)``) rather than guessed;
+float pixels that are NaN or infinite are refused with their count. A class folder with no image
+file in any split is skipped with a warning (it is no class: labels number the classes that have
+images, so class names stay aligned with labels through evaluation).
+
+:func:`source_image_shape` gives the ``(H, W, C)`` a source has, inspecting it once per process
+(every :func:`load_source` records it): the image modality fits the encoder to it.
+
 With ``image_size`` set, every image is resized so that its shorter side is ``image_size`` (PIL
 bilinear, which antialiases when downscaling) and then center-cropped to ``image_size x
 image_size``; this applies to every source kind. Without it, images keep their stored size, which
@@ -56,6 +74,12 @@ _KINDS = ("digits", "tfds:<name>[:<config>]", "folder:<path>", "npz:<path>")
 _ON_CORRUPT = ("error", "skip")
 _FOLDER_SPLITS = ("train", "test", "val", "validation")
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+COLORS = ("auto", "rgb", "grayscale")
+_CHANNELS = {"rgb": 3, "grayscale": 1}
+# ITU-R BT.601 luma weights, as PIL's "L" conversion.
+_LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)
+# (name, split, data_dir, image_size, on_corrupt, color) -> image_shape of the sources loaded.
+_SHAPES: dict[tuple, tuple[int, int, int]] = {}
 
 
 class Source:
@@ -177,7 +201,7 @@ class TfdsSource(Source):
 
   def __init__(self, name: str, tfds_name: str, split: str, *, data_dir: str | None = None,
                image_size: int | None = None, image_key: str = "image",
-               label_key: str = "label"):
+               label_key: str = "label", color: str = "auto"):
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
     self.name = name
@@ -204,7 +228,8 @@ class TfdsSource(Source):
     missing = [k for k in (image_key, label_key) if k not in features]
     if missing:
       raise ValueError(f"{name}: no feature(s) {missing}; features are {sorted(features.keys())} "
-                       f"(choose them with image_key= / label_key=)")
+                       f"(the CLI reads the features 'image' and 'label'; in Python choose others "
+                       f"with load_source(..., image_key=..., label_key=...))")
     label_feature = features[label_key]
     self.num_classes = getattr(label_feature, "num_classes", None)
     names = getattr(label_feature, "names", None)
@@ -215,13 +240,14 @@ class TfdsSource(Source):
     if len(shape) != 3 or shape[2] is None:
       raise ValueError(f"{name}: feature {image_key!r} has shape {features[image_key].shape}; "
                        f"expected [H, W] or [H, W, C] with a known C")
+    self.channels = _CHANNELS.get(color, int(shape[2]))
     if self.image_size is not None:
-      self.image_shape = (self.image_size, self.image_size, int(shape[2]))
+      self.image_shape = (self.image_size, self.image_size, self.channels)
     elif None in shape:
-      raise ValueError(f"{name}: images have variable size {features[image_key].shape}; pass "
-                       f"image_size= to resize and center-crop them to a fixed size")
+      raise ValueError(f"{name}: images have variable size {features[image_key].shape}; set "
+                       f"--config.data.image_size=N to resize and center-crop them to N x N")
     else:
-      self.image_shape = tuple(int(d) for d in shape)
+      self.image_shape = (int(shape[0]), int(shape[1]), self.channels)
     self._batched_reads = not _has_unbound_getitems(self._ds)
 
   def __len__(self) -> int:
@@ -229,7 +255,7 @@ class TfdsSource(Source):
 
   def _convert(self, record: Mapping[str, Any]) -> tuple[np.ndarray, int]:
     image = to_uint8_image(np.asarray(record[self.image_key]), f"{self.name} {self.image_key!r}")
-    return image, int(record[self.label_key])
+    return convert_channels(image, self.channels), int(record[self.label_key])
 
   def _read(self, index: int) -> tuple[np.ndarray, int]:
     return self._convert(self._ds[index])
@@ -288,8 +314,9 @@ class FolderSource(Source):
   ``corrupt_files``. That scan costs one decode per image: fine for the small custom datasets this
   source is for; convert large datasets to ArrayRecord (TFDS) instead.
 
-  Channels: 1 (PIL mode ``L``) when every image of the split is grayscale, else 3 (``RGB``; alpha is
-  dropped, palettes expanded). Size: without ``image_size`` every image must have the same size;
+  Channels: ``channels`` (1: PIL mode ``L``; 3: ``RGB``, alpha dropped, palettes expanded), which
+  :func:`load_source` decides over every split (see the module docstring); without it, 1 when
+  every image of this split is grayscale, else 3. Size: without ``image_size`` every image must have the same size;
   with it, shorter side resized to ``image_size`` then center-cropped.
 
   Args:
@@ -299,26 +326,19 @@ class FolderSource(Source):
     split: Split name.
     image_size: Optional square output size.
     on_corrupt: ``"error"`` or ``"skip"``.
+    channels: 1 or 3, or ``None`` to decide from this split's images.
   """
 
   def __init__(self, name: str, split_dir: pathlib.Path, class_names: Sequence[str], split: str,
-               *, image_size: int | None = None, on_corrupt: str = "error"):
+               *, image_size: int | None = None, on_corrupt: str = "error",
+               channels: int | None = None):
     self.name = name
     self.split = split
     self.class_names = tuple(class_names)
     self.num_classes = len(self.class_names)
     self.image_size = _check_image_size(image_size)
-    extensions = {ext.lower() for ext in PIL.Image.registered_extensions()}
-    candidates: list[tuple[pathlib.Path, int]] = []
-    for label, cls in enumerate(self.class_names):
-      cls_dir = split_dir / cls
-      if not cls_dir.is_dir():
-        continue
-      for dirpath, dirnames, filenames in os.walk(cls_dir):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for fname in sorted(filenames):
-          if not fname.startswith(".") and os.path.splitext(fname)[1].lower() in extensions:
-            candidates.append((pathlib.Path(dirpath) / fname, label))
+    candidates = [(path, label) for label, cls in enumerate(self.class_names)
+                  for path in image_files(split_dir / cls)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
       probes = list(pool.map(_probe_image, [p for p, _ in candidates]))
     self.files: list[str] = []
@@ -328,8 +348,8 @@ class FolderSource(Source):
     for (path, label), probe in zip(candidates, probes):
       if isinstance(probe, Exception):
         if on_corrupt == "error":
-          raise ValueError(f"{name}: corrupted image file {path}: {probe} (pass on_corrupt='skip' "
-                           f"to leave such files out)") from probe
+          raise ValueError(f"{name}: corrupted image file {path}: {probe} (set "
+                           f"--config.data.on_corrupt=skip to leave such files out)") from probe
         _LOG.warning("%s: skipping corrupted image file %s: %s", name, path, probe)
         self.corrupt_files.append(str(path))
         continue
@@ -343,14 +363,14 @@ class FolderSource(Source):
     if not self.files:
       raise ValueError(f"{name}: split {split!r} ({split_dir}) has no readable image files in its "
                        f"class folders {list(self.class_names)} ({self.num_corrupt} corrupted)")
-    self.channels = 1 if modes <= _GRAY_MODES else 3
+    self.channels = channels or (1 if modes <= _GRAY_MODES else 3)
     if self.image_size is not None:
       self.image_shape = (self.image_size, self.image_size, self.channels)
     elif len(sizes) > 1:
       (s1, f1), (s2, f2) = list(sizes.items())[:2]
       raise ValueError(f"{name}: images have different sizes ({f1} is {s1[0]}x{s1[1]}, {f2} is "
-                       f"{s2[0]}x{s2[1]} as width x height); pass image_size= to resize and "
-                       f"center-crop them to a fixed size")
+                       f"{s2[0]}x{s2[1]} as width x height); set --config.data.image_size=N to "
+                       f"resize and center-crop them to N x N")
     else:
       (w, h), = sizes
       self.image_shape = (h, w, self.channels)
@@ -369,6 +389,30 @@ class FolderSource(Source):
     return (image[..., None] if image.ndim == 2 else image), int(self.labels[index])
 
 
+def image_files(folder: pathlib.Path) -> list[pathlib.Path]:
+  """The files under ``folder`` (recursively, sorted, hidden ones ignored) whose extension PIL
+  knows; ``[]`` when ``folder`` is not a directory."""
+  if not folder.is_dir():
+    return []
+  extensions = {ext.lower() for ext in PIL.Image.registered_extensions()}
+  files = []
+  for dirpath, dirnames, filenames in os.walk(folder):
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    files.extend(pathlib.Path(dirpath) / f for f in sorted(filenames)
+                 if not f.startswith(".") and os.path.splitext(f)[1].lower() in extensions)
+  return files
+
+
+def _image_mode(path: pathlib.Path) -> str | None:
+  """PIL's mode of the image file ``path`` from its header (no decoding); ``None`` if unreadable
+  (the split that holds it reports it)."""
+  try:
+    with PIL.Image.open(path) as im:
+      return im.mode
+  except Exception:  # pylint: disable=broad-except  # PIL raises many types on bad files.
+    return None
+
+
 def _probe_image(path: pathlib.Path) -> tuple[str, tuple[int, int]] | Exception:
   """Fully decodes an image; returns (mode, (width, height)) or the exception it raised."""
   try:
@@ -384,7 +428,8 @@ def _check_image_size(image_size: int | None) -> int | None:
     return None
   if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
       or image_size <= 0:
-    raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+    raise ValueError(f"image_size must be a positive integer, got {image_size!r} (set "
+                     f"--config.data.image_size=N, or 0 to keep the stored size)")
   return int(image_size)
 
 
@@ -414,21 +459,59 @@ def to_uint8_images(x: np.ndarray, what: str = "images") -> np.ndarray:
     uint8 ``[N, H, W, C]``.
 
   Raises:
-    ValueError: on another rank or dtype, or floats outside [0, 1].
+    ValueError: on another rank or dtype, a channel-first layout, NaN or infinite values, or
+      floats outside [0, 1].
   """
   if x.ndim == 3:
     x = x[..., None]
   if x.ndim != 4:
     raise ValueError(f"{what}: expected images [N, H, W] or [N, H, W, C], got shape {x.shape}")
+  check_channels_last(x.shape, what)
   if x.dtype == np.uint8:
     return x
   if np.issubdtype(x.dtype, np.floating):
-    if x.size and not (np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0):
+    bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+    if bad:
+      raise ValueError(f"{what}: {bad} of {x.size} pixel values are NaN or infinite "
+                       f"({int(np.isnan(x).sum())} NaN); replace them (e.g. np.nan_to_num) before "
+                       f"saving")
+    if x.size and not (x.min() >= 0.0 and x.max() <= 1.0):
       raise ValueError(f"{what}: float images must lie in [0, 1], got values in "
-                       f"[{np.nanmin(x)}, {np.nanmax(x)}]")
+                       f"[{x.min()}, {x.max()}] (divide 0..255 values by 255, or store uint8)")
     return np.round(x * 255.0).astype(np.uint8)
   raise ValueError(f"{what}: images must be uint8 or floating point in [0, 1], got dtype "
                    f"{x.dtype} (convert with .astype(np.uint8) if the values are 0..255)")
+
+
+def check_channels_last(shape: Sequence[int], what: str = "images") -> None:
+  """Refuses a channel-first stack of images: ``[N, C, H, W]`` with ``C`` in 1, 3, 4, ``H, W > 4``
+  and a last axis that is no channel count (1..4). Images are channel-last ``[N, H, W, C]``."""
+  if len(shape) == 4 and shape[1] in (1, 3, 4) and min(shape[2:]) > 4:
+    raise ValueError(f"{what}: shape {tuple(shape)} looks channel-first [N, C, H, W] "
+                     f"({shape[1]} channels of {shape[2]}x{shape[3]}); images must be channel-last "
+                     f"[N, H, W, C]: store x.transpose(0, 2, 3, 1) instead")
+
+
+def convert_channels(images: np.ndarray, channels: int | None) -> np.ndarray:
+  """uint8 images ``[..., C]`` with ``channels`` channels (``None``: unchanged).
+
+  To 3 (RGB): one gray channel (or gray + alpha) repeated, alpha of RGBA dropped. To 1: the gray
+  channel of gray + alpha, or the ITU-R 601 luma ``0.299 R + 0.587 G + 0.114 B`` rounded, as PIL's
+  ``L`` conversion (within 1 of it).
+  """
+  c = images.shape[-1]
+  if channels is None or c == channels:
+    return images
+  if channels == 3 and c in (1, 2):
+    return np.repeat(images[..., :1], 3, axis=-1)
+  if channels == 3 and c == 4:
+    return np.ascontiguousarray(images[..., :3])
+  if channels == 1 and c == 2:
+    return np.ascontiguousarray(images[..., :1])
+  if channels == 1 and c in (3, 4):
+    luma = np.tensordot(images[..., :3].astype(np.float32), _LUMA, axes=([-1], [0]))
+    return np.round(luma).clip(0, 255).astype(np.uint8)[..., None]
+  raise ValueError(f"cannot convert images of {c} channels to {channels}")
 
 
 def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -458,7 +541,7 @@ def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
   return np.stack([one(np.ascontiguousarray(image[..., k])) for k in range(c)], axis=-1)
 
 
-def _digits(split: str, image_size: int | None) -> ArraySource:
+def _digits(split: str, image_size: int | None, color: str) -> ArraySource:
   from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
   from sklearn.model_selection import train_test_split  # pylint: disable=import-outside-toplevel
 
@@ -474,11 +557,29 @@ def _digits(split: str, image_size: int | None) -> ArraySource:
       x_train, y_train, test_size=0.2, stratify=y_train, random_state=1)
   x, y = {"train": (x_train, y_train), "test": (x_test, y_test), "fit": (x_fit, y_fit),
           "val": (x_val, y_val)}[split]
-  return ArraySource(np.ascontiguousarray(x), y, name="digits", split=split, num_classes=10,
+  x = convert_channels(np.ascontiguousarray(x), _CHANNELS.get(color))
+  return ArraySource(x, y, name="digits", split=split, num_classes=10,
                      class_names=[str(d) for d in range(10)], image_size=image_size)
 
 
-def _npz(name: str, path: pathlib.Path, split: str, image_size: int | None) -> ArraySource:
+def _npz_channels(archive: Any, splits: Sequence[str], color: str) -> int | None:
+  """The channels every split of an npz archive gets: forced by ``color``, else the stored count
+  where all splits agree and 3 (RGB) where they differ; read from the array headers only."""
+  if color in _CHANNELS:
+    return _CHANNELS[color]
+  stored = set()
+  for s in splits:
+    with archive.zip.open(f"x_{s}.npy") as f:
+      version = np.lib.format.read_magic(f)
+      read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+              else np.lib.format.read_array_header_2_0)
+      shape = read(f)[0]
+    stored.add(shape[3] if len(shape) == 4 else 1)
+  return None if len(stored) <= 1 else 3
+
+
+def _npz(name: str, path: pathlib.Path, split: str, image_size: int | None,
+         color: str) -> ArraySource:
   if not path.is_file():
     raise FileNotFoundError(f"{name}: no such file {path}")
   try:
@@ -495,7 +596,9 @@ def _npz(name: str, path: pathlib.Path, split: str, image_size: int | None) -> A
       raise ValueError(f"{name}: no split {split!r} (arrays x_{split} and y_{split}); valid "
                        f"splits: {splits or 'none'} (arrays present: {sorted(keys)})")
     try:
-      images = to_uint8_images(archive[f"x_{split}"], f"{name} x_{split}")
+      channels = _npz_channels(archive, splits, color)
+      images = convert_channels(to_uint8_images(archive[f"x_{split}"], f"{name} x_{split}"),
+                                channels)
       labels = archive[f"y_{split}"]
       all_labels = [archive[f"y_{s}"] for s in splits]
       num_classes = int(archive["num_classes"]) if "num_classes" in keys else None
@@ -520,8 +623,24 @@ def _npz(name: str, path: pathlib.Path, split: str, image_size: int | None) -> A
                      class_names=class_names, image_size=image_size)
 
 
+def _folder_classes(name: str, splits: Mapping[str, pathlib.Path]
+                    ) -> tuple[list[str], dict[str, list[pathlib.Path]]]:
+  """The class names (sorted union of the class sub-folders of every split, leaving out with a
+  warning those with no image file in any split) and the image files of every split."""
+  classes = sorted({p.name for d in splits.values() for p in d.iterdir()
+                    if p.is_dir() and not p.name.startswith(".")})
+  files = {s: {c: image_files(d / c) for c in classes} for s, d in splits.items()}
+  empty = [c for c in classes if not any(files[s][c] for s in splits)]
+  if empty:
+    _LOG.warning("%s: skipping class folder(s) %s: no image file in any split (they are not "
+                 "classes; labels number the %d other classes)", name, empty,
+                 len(classes) - len(empty))
+  classes = [c for c in classes if c not in empty]
+  return classes, {s: [p for c in classes for p in files[s][c]] for s in splits}
+
+
 def _folder(name: str, root: pathlib.Path, split: str, image_size: int | None,
-            on_corrupt: str) -> FolderSource:
+            on_corrupt: str, color: str) -> FolderSource:
   if not root.is_dir():
     raise FileNotFoundError(f"{name}: no such directory {root}")
   subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -534,17 +653,20 @@ def _folder(name: str, root: pathlib.Path, split: str, image_size: int | None,
     raise ValueError(f"{name}: unknown split {split!r}; valid splits: {sorted(splits)} "
                      + ("" if len(splits) > 1 else "(add train/ and test/ or val/ sub-folders to "
                         "have several)"))
-  classes = sorted({p.name for d in splits.values() for p in d.iterdir()
-                    if p.is_dir() and not p.name.startswith(".")})
+  classes, files = _folder_classes(name, splits)
   if not classes:
-    raise ValueError(f"{name}: no class sub-folders in {splits[split]}; expected "
+    raise ValueError(f"{name}: no class sub-folders with image files in {splits[split]}; expected "
                      f"<path>/<class>/<image files> (optionally under train/ and test/ or val/)")
+  channels = _CHANNELS.get(color)
+  if channels is None:  # one decision for every split: RGB if any image of any split has colour
+    modes = {_image_mode(p) for paths in files.values() for p in paths} - {None}
+    channels = 1 if modes <= _GRAY_MODES else 3
   return FolderSource(name, splits[split], classes, split, image_size=image_size,
-                      on_corrupt=on_corrupt)
+                      on_corrupt=on_corrupt, channels=channels)
 
 
 def _tfds(name: str, spec: str, split: str, data_dir: str | None, image_size: int | None,
-          image_key: str, label_key: str) -> TfdsSource:
+          image_key: str, label_key: str, color: str) -> TfdsSource:
   if not spec:
     raise ValueError(f"{name}: missing dataset name; use tfds:<name>[:<config>]")
   if "/" in spec:  # TFDS's own syntax: name/config[:version]
@@ -553,12 +675,12 @@ def _tfds(name: str, spec: str, split: str, data_dir: str | None, image_size: in
     ds_name, _, config = spec.partition(":")
     tfds_name = f"{ds_name}/{config}" if config else ds_name
   return TfdsSource(name, tfds_name, split, data_dir=data_dir, image_size=image_size,
-                    image_key=image_key, label_key=label_key)
+                    image_key=image_key, label_key=label_key, color=color)
 
 
 def load_source(name: str, split: str, *, data_dir: str | None = None,
                 image_size: int | None = None, on_corrupt: str = "error",
-                image_key: str = "image", label_key: str = "label") -> Source:
+                image_key: str = "image", label_key: str = "label", color: str = "auto") -> Source:
   """Returns the random-access source ``name`` / ``split`` (see the module docstring for names).
 
   Args:
@@ -570,6 +692,8 @@ def load_source(name: str, split: str, *, data_dir: str | None = None,
       out and counts it (``source.num_corrupt``).
     image_key: ``tfds:`` only: the image feature.
     label_key: ``tfds:`` only: the label feature.
+    color: ``"auto"``, ``"rgb"`` or ``"grayscale"``: the channels of every split (see the module
+      docstring).
 
   Returns:
     A :class:`Source`.
@@ -583,20 +707,48 @@ def load_source(name: str, split: str, *, data_dir: str | None = None,
   (1257, (8, 8, 1), 10)
   """
   if on_corrupt not in _ON_CORRUPT:
-    raise ValueError(f"on_corrupt must be one of {_ON_CORRUPT}, got {on_corrupt!r}")
+    raise ValueError(f"on_corrupt must be one of {_ON_CORRUPT}, got {on_corrupt!r} (set "
+                     f"--config.data.on_corrupt=error or skip)")
+  if color not in COLORS:
+    raise ValueError(f"color must be one of {COLORS}, got {color!r} (set "
+                     f"--config.data.color=auto, rgb or grayscale)")
   _check_image_size(image_size)
   if not isinstance(split, str) or not split:
     raise ValueError(f"{name}: split must be a non-empty string, got {split!r}")
   kind, sep, rest = name.partition(":")
   if name == "digits":
-    return _digits(split, image_size)
-  if sep and kind == "tfds":
-    return _tfds(name, rest, split, data_dir, image_size, image_key, label_key)
-  if sep and kind == "folder" and rest:
-    return _folder(name, pathlib.Path(rest).expanduser(), split, image_size, on_corrupt)
-  if sep and kind == "npz" and rest:
-    return _npz(name, pathlib.Path(rest).expanduser(), split, image_size)
-  raise ValueError(f"unknown dataset name {name!r}; valid names: {', '.join(_KINDS)}")
+    source = _digits(split, image_size, color)
+  elif sep and kind == "tfds":
+    source = _tfds(name, rest, split, data_dir, image_size, image_key, label_key, color)
+  elif sep and kind == "folder" and rest:
+    source = _folder(name, pathlib.Path(rest).expanduser(), split, image_size, on_corrupt, color)
+  elif sep and kind == "npz" and rest:
+    source = _npz(name, pathlib.Path(rest).expanduser(), split, image_size, color)
+  else:
+    raise ValueError(f"unknown dataset name {name!r}; valid names: {', '.join(_KINDS)}")
+  _SHAPES[(name, split, data_dir, image_size, on_corrupt, color)] = source.image_shape
+  return source
+
+
+def source_image_shape(name: str, split: str, *, data_dir: str | None = None,
+                       image_size: int | None = None, on_corrupt: str = "error",
+                       color: str = "auto") -> tuple[int, int, int] | None:
+  """The ``(H, W, C)`` of :func:`load_source`'s source for these arguments, inspected once per
+  process: recorded by every :func:`load_source` call, loaded on a miss. ``None`` when the data
+  cannot be read here (not prepared, not installed): a benchmark on synthetic images then stands
+  in; every error of the user's data (a malformed file or folder) is raised.
+
+  >>> source_image_shape("digits", "train", image_size=16, color="rgb")
+  (16, 16, 3)
+  """
+  key = (name, split, data_dir, image_size, on_corrupt, color)
+  if key not in _SHAPES:
+    try:
+      load_source(name, split, data_dir=data_dir, image_size=image_size, on_corrupt=on_corrupt,
+                  color=color)
+    except (FileNotFoundError, ImportError):
+      return None
+  return _SHAPES[key]
 
 
 def load_arrays(name: str | Source, split: str | None = None, *, batch_size: int = 1024,

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssl_jax import models
+from ssl_jax.data.sources import source_image_shape
 from ssl_jax.losses.utils import all_gather
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.nnx_utils import Bundle, Networks
@@ -143,19 +144,40 @@ def push(queue: jax.Array, ptr: jax.Array, rows: jax.Array) -> tuple[jax.Array, 
   return queue.at[index].set(rows.astype(queue.dtype)), ((ptr + n) % size).astype(jnp.int32)
 
 
+def image_source_kwargs(config) -> dict:
+  """The :func:`ssl_jax.data.load_source` keyword arguments of a run's ``data`` settings."""
+  return dict(data_dir=config.data_dir or None, image_size=config.data.image_size or None,
+              on_corrupt=config.data.on_corrupt, color=config.data.get("color", "auto"))
+
+
+def fitted_encoder_kwargs(config) -> dict:
+  """``config.encoder_kwargs`` fitted to the run's training images (``config.dataset``'s
+  ``config.train_split``, inspected once per process): ``in_channels`` and a ViT's
+  ``image_size`` follow the data unless set (:func:`ssl_jax.models.fit_encoder_kwargs`, which
+  refuses sizes the encoder cannot take). Every image method builds its encoder through this;
+  unchanged where the data cannot be read here (a benchmark on synthetic images)."""
+  kwargs = config.encoder_kwargs.to_dict()
+  shape = source_image_shape(config.dataset, config.train_split, **image_source_kwargs(config))
+  if shape is None:
+    return kwargs
+  data = f"{config.dataset} ({config.train_split} split)"
+  return models.fit_encoder_kwargs(config.encoder, kwargs, shape, data=data)
+
+
 def build_encoder(config, rngs, bn_axis_name):
-  """The run's encoder: ``config.encoder`` with ``config.encoder_kwargs`` in the compute dtype,
-  BatchNorm synced over ``bn_axis_name`` (for a method's ``Networks`` build function)."""
+  """The run's encoder: ``config.encoder`` with ``config.encoder_kwargs`` fitted to the data
+  (:func:`fitted_encoder_kwargs`) in the compute dtype, BatchNorm synced over ``bn_axis_name``
+  (for a method's ``Networks`` build function)."""
   return models.build_encoder(config.encoder, rngs=rngs, bn_axis_name=bn_axis_name,
                               dtype=jnp.dtype(config.compute_dtype),
-                              **config.encoder_kwargs.to_dict())
+                              **fitted_encoder_kwargs(config))
 
 
 def encoder_width(config) -> int:
-  """``out_features`` of ``config.encoder`` (the embedding width without a head), built
-  abstractly: no parameter is computed."""
+  """``out_features`` of ``config.encoder`` fitted to the data (the embedding width without a
+  head), built abstractly: no parameter is computed."""
   encoder = nnx.eval_shape(lambda: models.build_encoder(
-      config.encoder, rngs=nnx.Rngs(0), **config.encoder_kwargs.to_dict()))
+      config.encoder, rngs=nnx.Rngs(0), **fitted_encoder_kwargs(config)))
   return encoder.out_features
 
 

@@ -5,6 +5,15 @@ turns it into ``{"views": {name: float32 [B, h, w, C]}, "label", "index"}`` with
 ``config.views`` (:mod:`ssl_jax.augment`), keyed per example by its global ``index``. Evaluation
 (:func:`ssl_jax.evaluate.runner.evaluate_images`) probes frozen features against the random-init
 and raw-pixel baselines. See :mod:`ssl_jax.modalities` for the contract.
+
+The model follows the data: the train split's ``image_shape`` is inspected once (recorded when it
+is loaded) and every image method's encoder is built to fit it, in the one place they all build it
+(:func:`ssl_jax.methods.common.build_encoder`): ``in_channels`` and a ViT's ``image_size`` come
+from the data unless ``--config.encoder_kwargs.<key>`` sets them; an explicit ``in_channels`` that
+differs from the data, or a size the encoder cannot take, is refused before training with the size
+it needs and the key to set (:func:`ssl_jax.models.fit_encoder_kwargs`). Grayscale or RGB is
+decided once per dataset, the same for every split (``--config.data.color=auto|rgb|grayscale``,
+:mod:`ssl_jax.data.sources`).
 """
 
 from __future__ import annotations
@@ -29,10 +38,13 @@ NO_EMBEDDING_FIGURE = None
 
 
 def load_source(config, split: str | None = None):
-  """The images of ``config.dataset``'s ``split`` (default ``config.train_split``)."""
+  """The images of ``config.dataset``'s ``split`` (default ``config.train_split``) with the run's
+  ``data`` settings (``image_size``, ``on_corrupt``, ``color``: every split gets the same
+  channels). Loading the train split records its image shape, which the method's encoder is
+  fitted to (:func:`ssl_jax.methods.common.fitted_encoder_kwargs`: channels and a ViT's size
+  follow the data)."""
   return load_dataset(config.dataset, split or config.train_split,
-                      data_dir=config.data_dir or None, image_size=config.data.image_size or None,
-                      on_corrupt=config.data.on_corrupt)
+                      **common.image_source_kwargs(config))
 
 
 def raw_batch(batch_size: int, image_shape) -> dict:

@@ -15,6 +15,15 @@ Every encoder built by :func:`build_encoder` follows one interface:
 The registry is a plain dict (name -> constructor and its fixed arguments); nothing registers
 itself on import.
 
+The model follows the data: :func:`fit_encoder_kwargs` fills in an encoder's ``in_channels`` and
+(ViT, flattening CNN) ``image_size`` from the data's image shape where the run's
+``encoder_kwargs`` do not set them, refuses an explicit ``in_channels`` that differs from the data,
+and refuses before training, naming the size it needs and the key to set, an image size the
+encoder cannot take (a ViT's side must be a multiple of its patch; a CNN's pools must leave a
+pixel; a ResNet takes any size). An explicit ``image_size`` is kept as given: a ViT's may
+rightly differ from the stored images' (224 crops of 256-pixel images; its position embeddings are
+interpolated to the grid it sees).
+
 Example:
   >>> from flax import nnx
   >>> enc = nnx.eval_shape(lambda: build_encoder("resnet50", rngs=nnx.Rngs(0), num_classes=10))
@@ -24,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, Callable
 
@@ -38,7 +48,7 @@ from ssl_jax.models.resnet import ResNet
 from ssl_jax.models.vit import VisionTransformer
 
 __all__ = ["Conv", "Linear", "MLPHead", "ResNet", "SmallCNN", "VisionTransformer",
-           "build_encoder", "conv2d", "encoder_names"]
+           "build_encoder", "conv2d", "encoder_names", "fit_encoder_kwargs"]
 
 # name -> (constructor, fixed architecture arguments, overridable defaults).
 _ENCODERS: dict[str, tuple[Callable[..., nnx.Module], dict[str, Any], dict[str, Any]]] = {
@@ -114,3 +124,75 @@ def build_encoder(name: str, *, rngs: nnx.Rngs, bn_axis_name: str | None = None,
   if "bn_axis_name" in _accepted(ctor):
     args["bn_axis_name"] = bn_axis_name
   return ctor(**args)
+
+
+def fit_encoder_kwargs(name: str, kwargs: dict[str, Any], image_shape,
+                       *, data: str = "the data") -> dict[str, Any]:
+  """``kwargs`` for :func:`build_encoder` fitted to images of ``image_shape`` ``(H, W, C)``.
+
+  ``in_channels`` and ``image_size`` (the side, for encoders that take them) come from the data
+  unless ``kwargs`` sets them; then the encoder is checked to take such images (see the module
+  docstring).
+
+  Args:
+    name: registry name.
+    kwargs: the run's ``encoder_kwargs``.
+    image_shape: ``(H, W, C)`` of the images.
+    data: how error messages name the data (e.g. ``"folder:imgs (train split)"``).
+
+  Raises:
+    ValueError: an explicit ``in_channels`` that is not ``C``, or a size the encoder cannot take;
+      each names the size it needs and the ``--config.`` key that fixes it.
+
+  >>> fit_encoder_kwargs("vit_micro", {}, (8, 8, 1))
+  {'in_channels': 1, 'image_size': 8}
+  """
+  h, w, c = (int(d) for d in image_shape)
+  accepted = set(encoder_kwargs(name))
+  out = dict(kwargs)
+  if "in_channels" in accepted:
+    if "in_channels" in kwargs and kwargs["in_channels"] != c:
+      raise ValueError(
+          f"--config.encoder_kwargs.in_channels={kwargs['in_channels']} but {data} has {c} "
+          f"channel(s) (images {h}x{w}x{c}): drop the key (the encoder follows the data) or set "
+          f"--config.data.color={'rgb' if kwargs['in_channels'] == 3 else 'grayscale'} to convert "
+          f"the images")
+    out.setdefault("in_channels", c)
+  if "image_size" in accepted:
+    out.setdefault("image_size", min(h, w))
+  _check_fits(name, _frozen(out), (h, w, c), data)
+  return out
+
+
+def _frozen(kwargs: dict[str, Any]) -> tuple:
+  """``kwargs`` as a hashable key (lists become tuples)."""
+  freeze = lambda v: tuple(map(freeze, v)) if isinstance(v, (list, tuple)) else v
+  return tuple(sorted((k, freeze(v)) for k, v in kwargs.items()))
+
+
+@functools.lru_cache(maxsize=64)
+def _check_fits(name: str, kwargs: tuple, shape: tuple[int, int, int], data: str) -> None:
+  """Refuses images of ``shape`` that encoder ``name`` with ``kwargs`` cannot take: a ViT's
+  patch grid, then the constructor's own checks, built abstractly (no parameter is computed)."""
+  h, w, c = shape
+  args = dict(kwargs)
+  ctor, _, defaults = _lookup(name)
+  if ctor is VisionTransformer:
+    p = args.get("patch_size", defaults.get("patch_size", 16))
+    side = args.get("image_size", min(h, w))
+    if h % p or w % p or side % p:
+      fit = max(p, round(min(h, w) / p) * p)
+      raise ValueError(
+          f"encoder {name!r} cuts images into {p}x{p} patches: it needs an image side that is a "
+          f"multiple of {p}, but {data} has {h}x{w} images (encoder image_size={side}); set "
+          f"--config.data.image_size={fit} or --config.encoder_kwargs.patch_size=<a divisor of "
+          f"{min(h, w)}>")
+  if ctor is ResNet or ctor is VisionTransformer:
+    return  # a ResNet takes any size (SAME padding); the ViT's grid is checked above
+  try:  # the constructor checks what it needs of the size (SmallCNN's pools)
+    nnx.eval_shape(lambda: build_encoder(name, rngs=nnx.Rngs(0), **args))
+  except (ValueError, TypeError) as e:
+    raise ValueError(
+        f"encoder {name!r} (encoder_kwargs {args}) cannot take {data}'s {h}x{w}x{c} images: {e} "
+        f"(resize them with --config.data.image_size=N, or choose another "
+        f"--config.encoder=...)") from e

@@ -85,9 +85,9 @@ class SmallCNN(nnx.Module):
         cin = width
       size = -(-size // stride)  # SAME padding
       size = size // 2 if stage in pool_after else size
-    if head == "flatten" and size < 1:
+    if size < 1:
       raise ValueError(f"image_size={image_size} is too small for strides {strides} and "
-                       f"pool_after {tuple(pool_after)}.")
+                       f"pool_after {tuple(pool_after)}: its 2x2 max-pools leave no pixel.")
     self.convs = nnx.List(convs)
     self.norms = nnx.List(norms)
     self.pool = tuple(pool)

@@ -208,7 +208,7 @@ def test_tfds_variable_size_images_need_image_size():
   import tensorflow_datasets as tfds
 
   with tfds.testing.mock_data(num_examples=3):  # cats_vs_dogs: Image(shape=(None, None, 3))
-    with pytest.raises(ValueError, match=r"variable size \(None, None, 3\); pass image_size="):
+    with pytest.raises(ValueError, match=r"variable size \(None, None, 3\); set --config.data.image_size=N"):
       load_source("tfds:cats_vs_dogs", "train")
     src = load_source("tfds:cats_vs_dogs", "train", image_size=12)
     assert src.image_shape == (12, 12, 3) and src.class_names == ("cat", "dog")
@@ -289,7 +289,7 @@ def test_folder_grayscale_and_mixed_modes(tmp_path):
 def test_folder_sizes_need_image_size(tmp_path):
   _png(tmp_path / "a" / "0.png", _rgb(0, 6, 5))
   _png(tmp_path / "a" / "1.png", _rgb(1, 10, 8))
-  with pytest.raises(ValueError, match=r"different sizes.*pass image_size="):
+  with pytest.raises(ValueError, match=r"different sizes.*set --config.data.image_size=N"):
     load_source(f"folder:{tmp_path}", "train")
   src = load_source(f"folder:{tmp_path}", "train", image_size=4)
   assert src.image_shape == (4, 4, 3)
@@ -303,7 +303,7 @@ def test_folder_corrupt_file_error_and_skip(image_folder):
   good = (root / "train" / "cat" / "0.png").read_bytes()
   truncated = root / "train" / "emu" / "truncated.png"
   truncated.write_bytes(good[: len(good) // 2])
-  with pytest.raises(ValueError, match=r"corrupted image file .*broken\.png.*on_corrupt='skip'"):
+  with pytest.raises(ValueError, match=r"corrupted image file .*broken\.png.*--config.data.on_corrupt=skip"):
     load_source(f"folder:{root}", "train")
   src = load_source(f"folder:{root}", "train", on_corrupt="skip")
   assert len(src) == 9 and src.num_corrupt == 2
@@ -318,9 +318,12 @@ def test_folder_errors(tmp_path):
   (tmp_path / "empty").mkdir()
   with pytest.raises(ValueError, match="no class sub-folders"):
     load_source(f"folder:{tmp_path / 'empty'}", "train")
-  (tmp_path / "empty" / "cls").mkdir()
-  with pytest.raises(ValueError, match="no readable image files"):
+  (tmp_path / "empty" / "cls").mkdir()  # an empty class folder is no class
+  with pytest.raises(ValueError, match="no class sub-folders with image files"):
     load_source(f"folder:{tmp_path / 'empty'}", "train")
+  (tmp_path / "empty" / "cls" / "bad.png").write_bytes(b"not a png")
+  with pytest.raises(ValueError, match="no readable image files"):
+    load_source(f"folder:{tmp_path / 'empty'}", "train", on_corrupt="skip")
 
 
 # -------------------------------------------------------------------------------------------- npz
@@ -341,9 +344,10 @@ def test_npz_uint8_and_float(tmp_path):
   np.testing.assert_array_equal(images, x_train)
   np.testing.assert_array_equal(labels, np.arange(10) % 5)
   test = load_source(f"npz:{path}", "test")
-  assert test.image_shape == (4, 3, 1)
+  assert test.image_shape == (4, 3, 3)  # the train split's colour makes every split RGB
   images, _ = load_arrays(test)
-  np.testing.assert_array_equal(images[..., 0], np.round(x_test * 255).astype(np.uint8))
+  np.testing.assert_array_equal(images, np.repeat(np.round(x_test * 255).astype(np.uint8)[..., None],
+                                                  3, axis=-1))
   assert images[0, 0, 0, 0] == 0 and images[0, 0, 1, 0] == 255
 
 
@@ -430,3 +434,67 @@ def test_digits_fit_and_val_partition_the_train_split():
   assert sorted(key(fit) + key(val)) == key(train)
   counts = np.bincount(val.arrays()[1], minlength=10)
   assert counts.min() >= 24 and counts.max() <= 27  # stratified: ~25 per class
+
+
+# ------------------------------------------------------------- one decision per dataset (issue 18)
+
+
+def test_folder_colour_is_decided_over_all_splits_and_forced_by_color(tmp_path):
+  """Gray test images beside RGB train images: both splits RGB; ``color`` forces either; an empty
+  class folder is skipped (with a warning), so the other classes keep names aligned with labels."""
+  root = tmp_path / "mix"
+  gray = np.arange(30, dtype=np.uint8).reshape(6, 5)
+  for cls in ("five", "one"):
+    _png(root / "train" / cls / "0.png", _rgb(len(cls)))
+    _png(root / "test" / cls / "0.png", gray)
+  (root / "train" / "empty").mkdir()
+  (root / "test" / "empty").mkdir()
+  train, test = (load_source(f"folder:{root}", s) for s in ("train", "test"))
+  assert train.image_shape == test.image_shape == (6, 5, 3)
+  assert train.class_names == test.class_names == ("five", "one")
+  np.testing.assert_array_equal(test[0]["image"], np.repeat(gray[..., None], 3, axis=-1))
+  forced = load_source(f"folder:{root}", "train", color="grayscale")
+  assert forced.image_shape == (6, 5, 1)
+  pil_l = np.asarray(PIL.Image.fromarray(_rgb(len("five"))).convert("L"))
+  np.testing.assert_array_equal(forced[0]["image"][..., 0], pil_l)
+  assert load_source(f"folder:{root}", "test", color="rgb").image_shape == (6, 5, 3)
+  with pytest.raises(ValueError, match="--config.data.color=auto, rgb or grayscale"):
+    load_source(f"folder:{root}", "train", color="rgba")
+
+
+def test_color_for_digits_npz_and_luma_matches_pil(tmp_path):
+  rgb = load_source("digits", "test", color="rgb")
+  assert rgb.image_shape == (8, 8, 3)
+  np.testing.assert_array_equal(rgb[0]["image"],
+                                np.repeat(load_source("digits", "test")[0]["image"], 3, -1))
+  # An npz whose splits store 1 and 3 channels: both RGB under "auto".
+  x_rgb = np.random.default_rng(0).integers(0, 256, (4, 6, 6, 3), dtype=np.uint8)
+  np.savez(tmp_path / "m.npz", x_train=x_rgb, y_train=[0, 1, 0, 1],
+           x_test=x_rgb[..., 0], y_test=[0, 1, 0, 1])
+  for split in ("train", "test"):
+    assert load_source(f"npz:{tmp_path / 'm.npz'}", split).image_shape == (6, 6, 3)
+  gray = load_source(f"npz:{tmp_path / 'm.npz'}", "train", color="grayscale")
+  pil_l = np.stack([np.asarray(PIL.Image.fromarray(x).convert("L")) for x in x_rgb])
+  assert np.abs(gray.arrays()[0][..., 0].astype(int) - pil_l).max() <= 1
+
+
+def test_npz_channel_first_and_nan_are_refused_with_the_fix(tmp_path):
+  x = np.random.default_rng(0).random((4, 3, 8, 8), np.float32)
+  np.savez(tmp_path / "cf.npz", x_train=x, y_train=[0, 1, 0, 1])
+  with pytest.raises(ValueError, match=r"\(4, 3, 8, 8\) looks channel-first.*x.transpose\(0, 2, 3"):
+    load_source(f"npz:{tmp_path / 'cf.npz'}", "train")
+  x = x.transpose(0, 2, 3, 1).copy()
+  x[0, 0, 0] = [np.nan, np.inf, 0.5]
+  np.savez(tmp_path / "nan.npz", x_train=x, y_train=[0, 1, 0, 1])
+  with pytest.raises(ValueError, match=r"2 of 768 pixel values are NaN or infinite \(1 NaN\)"):
+    load_source(f"npz:{tmp_path / 'nan.npz'}", "train")
+
+
+def test_source_image_shape_is_recorded_by_load_source(tmp_path, monkeypatch):
+  np.savez(tmp_path / "s.npz", x_train=np.zeros((2, 4, 6, 1), np.uint8), y_train=[0, 1])
+  name = f"npz:{tmp_path / 's.npz'}"
+  assert sources.source_image_shape(name, "train", color="rgb") == (4, 6, 3)
+  monkeypatch.setattr(sources, "load_source", None)  # a second call must not load again
+  assert sources.source_image_shape(name, "train", color="rgb") == (4, 6, 3)
+  monkeypatch.undo()
+  assert sources.source_image_shape(f"npz:{tmp_path / 'missing.npz'}", "train") is None

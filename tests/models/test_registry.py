@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from ssl_jax.models import build_encoder, encoder_kwargs, encoder_names
+from ssl_jax.models import build_encoder, encoder_kwargs, encoder_names, fit_encoder_kwargs
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.nnx_utils import Bundle, Networks
 
@@ -110,3 +110,37 @@ def test_synced_batchnorm_shard_map_equals_one_device():
   # Negative control: without the axis name each device normalizes its own 2 examples.
   z_local, _ = run(None)
   assert not np.allclose(z_local, z_one, atol=1e-2)
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 1), (16, 16, 3)])
+def test_every_encoder_fits_the_data_or_names_the_size_it_needs(shape):
+  """Every registered encoder, fitted to digits-shaped and 16x16 RGB images, runs a forward pass
+  on them (abstractly: shapes only, the registry's full widths), or is refused with the image size
+  it needs and the key that sets it."""
+  x = jax.ShapeDtypeStruct((2, *shape), jnp.float32)
+  for name in encoder_names():
+    try:
+      kwargs = fit_encoder_kwargs(name, {}, shape)
+    except ValueError as e:
+      assert name.startswith("vit") and shape[0] == 8, (name, e)  # patch 16 on 8x8
+      assert "multiple of 16" in str(e) and "--config.data.image_size=16" in str(e)
+      continue
+    assert kwargs["in_channels"] == shape[-1]
+    tiny = {"width": 4} if "width" in kwargs or name.startswith("resnet") else {}
+    encoder = nnx.eval_shape(lambda: build_encoder(name, rngs=nnx.Rngs(0), **kwargs, **tiny))
+    graphdef, state = nnx.split(encoder)
+    y = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x, train=True), state, x)
+    assert y.shape == (2, encoder.out_features), name
+
+
+def test_explicit_kwargs_win_and_mismatches_are_refused():
+  assert fit_encoder_kwargs("vit_micro", {"image_size": 32}, (16, 16, 3))["image_size"] == 32
+  with pytest.raises(ValueError, match=r"--config.encoder_kwargs.in_channels=3 but digits has 1 "
+                                       r"channel.*--config.data.color=rgb"):
+    fit_encoder_kwargs("resnet18", {"in_channels": 3}, (8, 8, 1), data="digits")
+  with pytest.raises(ValueError, match=r"multiple of 4.*has 10x10.*--config.data.image_size=8 "
+                                       r"or --config.encoder_kwargs.patch_size"):
+    fit_encoder_kwargs("vit_micro", {}, (10, 10, 3))
+  with pytest.raises(ValueError, match=r"cannot take .*1x1x1 images.*max-pools leave no pixel"
+                                       r".*--config.data.image_size=N"):
+    fit_encoder_kwargs("cnn_digits", {}, (1, 1, 1))
