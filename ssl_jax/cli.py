@@ -2,7 +2,8 @@
 
   ssl-jax pretrain [--config FILE[:ARG]] [--workdir DIR] [--overwrite] [--quiet] [--config.KEY=V]
   ssl-jax eval --workdir DIR [--dataset NAME] [--protocol knn|linear|fewshot|finetune|all]
-  ssl-jax report --workdir DIR [--projection pca|tsne]
+               [--step N] [--config.KEY=V]
+  ssl-jax report --workdir DIR [--projection pca|tsne] [--config.KEY=V]
   ssl-jax bench --suite vs-pytorch|methods|config --out FILE.jsonl [--batch-size 64] [...]
 
 ``pretrain`` with no arguments runs the default: SimCLR on ``digits``, then evaluates it.
@@ -54,7 +55,12 @@ def _parser() -> argparse.ArgumentParser:
   _cpu_devices_arg(p)
   _distributed_args(p)
 
-  e = sub.add_parser("eval", help="evaluate a workdir's checkpoint (kNN and linear probe)")
+  eval_overrides = ("Overrides: --config.KEY=VALUE over the run's config.json, for the keys "
+                    "evaluation uses (eval.*, eval_preprocess, log.*, cpu_kernels, data.*, "
+                    "data_dir, train_split, test_split), e.g. --config.eval.finetune.steps=50 "
+                    "--config.data.image_size=8; pretraining keys are refused.")
+  e = sub.add_parser("eval", help="evaluate a workdir's checkpoint (kNN and linear probe)",
+                     description=eval_overrides)
   e.add_argument("--workdir", required=True)
   e.add_argument("--dataset", default=None,
                  help="evaluate on another dataset (transfer): writes eval_<dataset>.json")
@@ -68,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
   _cpu_devices_arg(e)
   _distributed_args(e)
 
-  r = sub.add_parser("report", help="figures and a Markdown summary of a workdir in DIR/report/")
+  r = sub.add_parser("report", help="figures and a Markdown summary of a workdir in DIR/report/",
+                     description=eval_overrides)
   r.add_argument("--workdir", required=True)
   r.add_argument("--projection", default=None, choices=("pca", "tsne"),
                  help="2-D projection of the test-set features (default: config.eval."
@@ -116,17 +123,19 @@ def _compare(workdirs, names) -> str:
   return compare_markdown(runs)
 
 
-def _report(workdir, projection, *, embedding: bool) -> None:
+def _report(workdir, projection, *, embedding: bool, overrides=()) -> None:
   import jax  # pylint: disable=g-import-not-at-top
 
   from ssl_jax.evaluate.report import write_report  # pylint: disable=g-import-not-at-top
-  from ssl_jax.train.workdir import load_run_config  # pylint: disable=g-import-not-at-top
+  from ssl_jax.evaluate.runner import eval_config  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f"{workdir} is not a directory: give a pretraining workdir.")
-  ev = load_run_config(workdir).eval
+  config = eval_config(workdir, overrides)
+  ev = config.eval
   if jax.process_index() == 0:
     summary = write_report(workdir, projection=projection or ev.get("report_projection", "pca"),
-                           max_points=ev.get("report_max_points", 2000), embedding=embedding)
+                           max_points=ev.get("report_max_points", 2000), embedding=embedding,
+                           config=config)
     print(f"Report: {summary} (figures in {os.path.dirname(summary)})")
 
 
@@ -179,7 +188,7 @@ def main(argv=None) -> int:
   from ssl_jax import config as config_lib  # pylint: disable=g-import-not-at-top
 
   try:
-    takes_overrides = args.command in ("pretrain", "bench")
+    takes_overrides = args.command in ("pretrain", "bench", "eval", "report")
     overrides = config_lib.parse_overrides(rest) if takes_overrides else []
     if not takes_overrides and rest:
       raise ValueError(f"Unrecognized arguments: {' '.join(rest)}")
@@ -191,7 +200,8 @@ def main(argv=None) -> int:
       from ssl_jax.bench import cli as bench_cli  # pylint: disable=g-import-not-at-top
       return bench_cli.main_from_args(args, overrides)
     if args.command == "report":
-      _report(args.workdir, args.projection, embedding=not args.no_embedding)
+      _report(args.workdir, args.projection, embedding=not args.no_embedding,
+              overrides=overrides)
       return 0
     _init_distributed(args)
     if args.command == "pretrain":
@@ -210,7 +220,7 @@ def main(argv=None) -> int:
     else:
       from ssl_jax.evaluate.runner import evaluate_workdir  # pylint: disable=g-import-not-at-top
       evaluate_workdir(args.workdir, dataset=args.dataset, step=args.step,
-                       protocols=args.protocol)
+                       protocols=args.protocol, overrides=overrides)
   except (ValueError, FileNotFoundError) as e:
     print(f"ssl-jax: error: {e}", file=sys.stderr)
     return EXIT_BAD_INPUT

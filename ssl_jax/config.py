@@ -62,6 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Language methods (mlm, clm, nsp, simcse): the tokenizer ("bytes", "bpe:<vocab>",
   # "wordpiece:<vocab>" trained on the train split, "file:<path>") and the row length in tokens.
   c.text = ml_collections.ConfigDict(dict(tokenizer="bytes", seq_len=128))
+  # A `folder:` dataset without train/ and test/ (or val/) sub-folders: the fraction of its images
+  # held out, stratified and seeded, as its `test` split (ssl_jax.data.sources); 0 = none.
+  c.data.holdout = 0.2
   # A pretraining workdir whose encoder (latest checkpoint) initializes this run's encoder, e.g.
   # SimCSE from a masked-LM run as the paper starts from BERT ("" = random init).
   c.init_from = ""
@@ -250,6 +253,14 @@ def _set(config: ml_collections.ConfigDict, key: str, text: str) -> None:
     node[leaf] = value
   except (TypeError, ValueError) as e:
     raise ValueError(f"Bad value for config.{key}: {text!r} ({e}).") from None
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: Sequence[tuple[str, str]]) -> None:
+  """Sets each ``(dotted key, text)`` of :func:`parse_overrides` on ``config`` in place, parsed
+  as :func:`load_config` parses them (an unknown key is refused with the valid keys there)."""
+  for key, text in overrides:
+    _set(config, key, text)
 
 
 def _unknown(key: str, node) -> str:

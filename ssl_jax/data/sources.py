@@ -23,8 +23,15 @@ Names (see :func:`load_source`):
   says how to prepare it.
 * ``folder:<path>``: one sub-folder per class, classes numbered in sorted name order. If ``path``
   has a ``train/`` sub-folder and a ``test/``, ``val/`` or ``validation/`` one, those are the
-  splits (class names are the union over splits, so ids agree between splits); otherwise the whole
-  folder is the single split ``train``. See :class:`FolderSource` for decoding and corrupt files.
+  splits (class names are the union over splits, so ids agree between splits). Otherwise the
+  folder is split once into ``train`` and a held-out ``test``: a stratified split of its readable
+  images (``sklearn.model_selection.train_test_split(test_size=holdout, stratify=labels,
+  random_state=0)`` over the files in sorted path order), so the same folder always gives the
+  same two splits, every class is in both, and channels and size are decided over the whole
+  folder. ``holdout`` is ``--config.data.holdout`` (default 0.2); ``holdout=0`` keeps the whole
+  folder as the single split ``train``. A class with fewer than 2 images, or a fraction that
+  leaves a split fewer images than classes, is refused with a message naming the class or the
+  key. See :class:`FolderSource` for decoding and corrupt files.
 * ``npz:<path>``: a NumPy archive with ``x_<split>`` / ``y_<split>`` arrays (optional
   ``num_classes`` scalar and ``class_names`` string array). Images are ``[N, H, W]`` or
   ``[N, H, W, C]``, either uint8 or floating point in [0, 1] (mapped by ``round(x * 255)``); labels
@@ -73,6 +80,9 @@ Example = dict[str, np.ndarray]
 _KINDS = ("digits", "tfds:<name>[:<config>]", "folder:<path>", "npz:<path>")
 _ON_CORRUPT = ("error", "skip")
 _FOLDER_SPLITS = ("train", "test", "val", "validation")
+#: The split a folder without split sub-folders holds out of its images (module docstring).
+HOLDOUT_SPLIT = "test"
+DEFAULT_HOLDOUT = 0.2
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 COLORS = ("auto", "rgb", "grayscale")
 _CHANNELS = {"rgb": 3, "grayscale": 1}
@@ -640,7 +650,7 @@ def _folder_classes(name: str, splits: Mapping[str, pathlib.Path]
 
 
 def _folder(name: str, root: pathlib.Path, split: str, image_size: int | None,
-            on_corrupt: str, color: str) -> FolderSource:
+            on_corrupt: str, color: str, holdout: float) -> FolderSource:
   if not root.is_dir():
     raise FileNotFoundError(f"{name}: no such directory {root}")
   subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -649,20 +659,50 @@ def _folder(name: str, root: pathlib.Path, split: str, image_size: int | None,
     splits = {s: root / s for s in split_dirs}
   else:
     splits = {"train": root}
-  if split not in splits:
-    raise ValueError(f"{name}: unknown split {split!r}; valid splits: {sorted(splits)} "
-                     + ("" if len(splits) > 1 else "(add train/ and test/ or val/ sub-folders to "
-                        "have several)"))
+  held_out = len(splits) == 1 and holdout > 0
+  valid = sorted(splits) + ([HOLDOUT_SPLIT] if held_out else [])
+  if split not in valid:
+    raise ValueError(f"{name}: unknown split {split!r}; valid splits: {valid} "
+                     + ("" if len(valid) > 1 else "(add train/ and test/ or val/ sub-folders, or "
+                        "hold out a fraction as 'test' with --config.data.holdout=0.2)"))
   classes, files = _folder_classes(name, splits)
   if not classes:
-    raise ValueError(f"{name}: no class sub-folders with image files in {splits[split]}; expected "
+    raise ValueError(f"{name}: no class sub-folders with image files in {root}; expected "
                      f"<path>/<class>/<image files> (optionally under train/ and test/ or val/)")
   channels = _CHANNELS.get(color)
   if channels is None:  # one decision for every split: RGB if any image of any split has colour
     modes = {_image_mode(p) for paths in files.values() for p in paths} - {None}
     channels = 1 if modes <= _GRAY_MODES else 3
+  if held_out:
+    return _hold_out(FolderSource(name, root, classes, split, image_size=image_size,
+                                  on_corrupt=on_corrupt, channels=channels), holdout)
   return FolderSource(name, splits[split], classes, split, image_size=image_size,
                       on_corrupt=on_corrupt, channels=channels)
+
+
+def _hold_out(source: FolderSource, fraction: float) -> FolderSource:
+  """``source`` (a whole folder) cut down to its ``train`` or held-out ``test`` part (the module
+  docstring's stratified split; each part keeps the sorted path order)."""
+  from sklearn.model_selection import train_test_split  # pylint: disable=import-outside-toplevel
+
+  counts = np.bincount(source.labels, minlength=source.num_classes)
+  small = [f"{source.class_names[c]!r} has {counts[c]}" for c in np.flatnonzero(counts < 2)]
+  if small:
+    raise ValueError(f"{source.name}: holding out a stratified test split "
+                     f"(--config.data.holdout={fraction}) needs at least 2 images per class: "
+                     f"class {', '.join(small)}. Add images, or give the folder train/ and test/ "
+                     "sub-folders.")
+  try:
+    train, test = train_test_split(np.arange(len(source.files)), test_size=fraction,
+                                   stratify=source.labels, random_state=0)
+  except ValueError as e:  # a split smaller than the number of classes
+    raise ValueError(f"{source.name}: cannot hold out a stratified test split of "
+                     f"{len(source.files)} images in {source.num_classes} classes with "
+                     f"--config.data.holdout={fraction}: {e}") from e
+  keep = np.sort(train if source.split == "train" else test)
+  source.files = [source.files[i] for i in keep]
+  source.labels = source.labels[keep]
+  return source
 
 
 def _tfds(name: str, spec: str, split: str, data_dir: str | None, image_size: int | None,
@@ -680,7 +720,8 @@ def _tfds(name: str, spec: str, split: str, data_dir: str | None, image_size: in
 
 def load_source(name: str, split: str, *, data_dir: str | None = None,
                 image_size: int | None = None, on_corrupt: str = "error",
-                image_key: str = "image", label_key: str = "label", color: str = "auto") -> Source:
+                image_key: str = "image", label_key: str = "label", color: str = "auto",
+                holdout: float = DEFAULT_HOLDOUT) -> Source:
   """Returns the random-access source ``name`` / ``split`` (see the module docstring for names).
 
   Args:
@@ -694,6 +735,8 @@ def load_source(name: str, split: str, *, data_dir: str | None = None,
     label_key: ``tfds:`` only: the label feature.
     color: ``"auto"``, ``"rgb"`` or ``"grayscale"``: the channels of every split (see the module
       docstring).
+    holdout: ``folder:`` only: the fraction of a folder without split sub-folders held out as
+      its ``test`` split (module docstring); 0 keeps the whole folder as ``train``.
 
   Returns:
     A :class:`Source`.
@@ -713,6 +756,8 @@ def load_source(name: str, split: str, *, data_dir: str | None = None,
     raise ValueError(f"color must be one of {COLORS}, got {color!r} (set "
                      f"--config.data.color=auto, rgb or grayscale)")
   _check_image_size(image_size)
+  if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 <= holdout < 1:
+    raise ValueError(f"--config.data.holdout must be a fraction in [0, 1), got {holdout!r}")
   if not isinstance(split, str) or not split:
     raise ValueError(f"{name}: split must be a non-empty string, got {split!r}")
   kind, sep, rest = name.partition(":")
@@ -721,7 +766,8 @@ def load_source(name: str, split: str, *, data_dir: str | None = None,
   elif sep and kind == "tfds":
     source = _tfds(name, rest, split, data_dir, image_size, image_key, label_key, color)
   elif sep and kind == "folder" and rest:
-    source = _folder(name, pathlib.Path(rest).expanduser(), split, image_size, on_corrupt, color)
+    source = _folder(name, pathlib.Path(rest).expanduser(), split, image_size, on_corrupt, color,
+                     holdout)
   elif sep and kind == "npz" and rest:
     source = _npz(name, pathlib.Path(rest).expanduser(), split, image_size, color)
   else:

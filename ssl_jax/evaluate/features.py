@@ -1,4 +1,6 @@
-"""Frozen features of a whole dataset in fixed-size batches (one compilation serves every batch).
+"""Frozen features of a whole dataset in fixed-size batches (one compilation serves every batch),
+and what every image protocol reads before that: a split with the run's data settings
+(:func:`eval_source`, :func:`eval_arrays`) and the checkpoint step to restore (:func:`checkpoint_step`).
 
 Used by every evaluation protocol (:mod:`ssl_jax.evaluate.runner`, ``finetune``, ``text``,
 ``report``); it imports none of them.
@@ -6,11 +8,57 @@ Used by every evaluation protocol (:mod:`ssl_jax.evaluate.runner`, ``finetune``,
 
 from __future__ import annotations
 
+import copy
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssl_jax import augment
+from ssl_jax import augment, modalities
+from ssl_jax.data import load_arrays
+from ssl_jax.train.checkpoint import Checkpointer
+
+
+def eval_source(config, split: str, *, dataset: str | None = None):
+  """The source of ``split`` of ``dataset`` (default ``config.dataset``), read as the run's
+  training data are (the run's modality's ``load_source``: ``data_dir`` and every
+  ``config.data`` setting, e.g. ``image_size``, ``on_corrupt``, the held-out split of a folder).
+  Every split that evaluation, fine-tuning and the report read comes from here, so they see the
+  images pretraining saw."""
+  if dataset is not None and dataset != config.dataset:
+    config = copy.deepcopy(config)
+    with config.unlocked():
+      config.dataset = dataset
+  return modalities.of(config).load_source(config, split)
+
+
+def eval_arrays(config, split: str, *, dataset: str | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """``(images uint8 [N, H, W, C], labels int32 [N])`` of :func:`eval_source`."""
+  return load_arrays(eval_source(config, split, dataset=dataset))
+
+
+def checkpoint_step(workdir: str, step: int | None = None) -> int:
+  """The committed pretraining checkpoint step of ``workdir`` to evaluate: ``step``, or the latest.
+
+  Raises:
+    FileNotFoundError: no committed checkpoint, or no step ``step`` (listing the steps there).
+  """
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  try:
+    steps = ckpt.all_steps()
+  finally:
+    ckpt.close()
+  if not steps:
+    raise FileNotFoundError(f"no committed checkpoint in {ckpt.directory}: pretrain the run "
+                            "first (ssl-jax pretrain --workdir ...).")
+  if step is None:
+    return max(steps)
+  if step not in steps:
+    raise FileNotFoundError(f"step {step} not found in {ckpt.directory}; available steps: "
+                            f"{', '.join(map(str, sorted(steps)))}.")
+  return step
 
 
 def extract_features(features_fn, images: np.ndarray, *, batch_size: int,

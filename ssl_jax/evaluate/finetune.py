@@ -55,9 +55,9 @@ import optax
 from flax import nnx
 
 from ssl_jax import config as config_lib
-from ssl_jax.data import ArraySource, load_arrays, make_iterator
+from ssl_jax.data import ArraySource, make_iterator
 from ssl_jax.evaluate.fewshot import label_draws, normalize_budget
-from ssl_jax.evaluate.features import extract_features
+from ssl_jax.evaluate.features import checkpoint_step, eval_arrays, extract_features
 from ssl_jax.methods import Method
 from ssl_jax.methods.common import build_encoder
 from ssl_jax.models.nnx_utils import Bundle, Networks
@@ -190,7 +190,7 @@ def _run_config(config, ft, source: str, step: int, budget, draw: int) -> dict:
 
 def finetune_run(workdir: str, *, source: str = "ssl", step: int | None = None,
                  overrides: dict | None = None, devices=None, quiet: bool = True,
-                 draw: int = 0, return_state: bool = False):
+                 draw: int = 0, return_state: bool = False, config=None):
   """Fine-tunes ``workdir``'s encoder (``source="ssl"``) or its initial weights
   (``"random_init"``); returns the test accuracy (and the engine's initial and final states with
   ``return_state``).
@@ -204,6 +204,8 @@ def finetune_run(workdir: str, *, source: str = "ssl", step: int | None = None,
     quiet: no progress bar.
     draw: which label draw of a few-label budget (seed; 0 by default).
     return_state: also return ``(state_before_first_step, final_state, engine)``.
+    config: the run config (default: ``DIR/config.json``; ``ssl-jax eval`` passes it with its
+      ``--config.*`` overrides, :func:`ssl_jax.evaluate.runner.eval_config`).
 
   The run directory is ``DIR/finetune/<name>`` for ``ssl`` and ``DIR/finetune/<name>_random_init``
   for the baseline.
@@ -211,11 +213,11 @@ def finetune_run(workdir: str, *, source: str = "ssl", step: int | None = None,
   if source not in SOURCES:
     raise ValueError(f"source={source!r}; valid: {SOURCES}.")
   workdir = os.path.abspath(workdir)
-  config = load_run_config(workdir)
+  config = config if config is not None else load_run_config(workdir)
   ft = _finetune_config(config, overrides)
-  kwargs = dict(data_dir=config.data_dir or None, image_size=config.data.image_size or None)
-  train_x, train_y = load_arrays(config.dataset, config.train_split, **kwargs)
-  test_x, test_y = load_arrays(config.dataset, config.test_split, **kwargs)
+  step = checkpoint_step(workdir, step)  # before reading any data
+  train_x, train_y = eval_arrays(config, config.train_split)
+  test_x, test_y = eval_arrays(config, config.test_split)
   num_classes = int(max(train_y.max(), test_y.max())) + 1
   run = restore_run(workdir, train_x.shape[1:], step=step, config=config)
   weights = run.trained if source == "ssl" else run.initial
@@ -322,14 +324,15 @@ def _prepare_run_dir(run_dir: str, resolved: dict) -> None:
 
 
 def finetune_workdir(workdir: str, *, step: int | None = None, sources=SOURCES,
-                     overrides: dict | None = None, devices=None, quiet: bool = True) -> dict:
+                     overrides: dict | None = None, devices=None, quiet: bool = True,
+                     config=None) -> dict:
   """Fine-tunes every source of ``sources``; returns ``{"ssl": {budget: acc}, ...}`` (the
-  ``"finetune"`` entry of eval.json)."""
-  config = load_run_config(workdir)
+  ``"finetune"`` entry of eval.json). ``config``: as :func:`finetune_run`'s."""
+  config = config if config is not None else load_run_config(workdir)
   budget = str(_finetune_config(config, overrides).budget)
   out: dict[str, Any] = {}
   for source in sources:
     acc = finetune_run(workdir, source=source, step=step, overrides=overrides, devices=devices,
-                       quiet=quiet)
+                       quiet=quiet, config=config)
     out[source] = {budget: acc}
   return out

@@ -230,11 +230,11 @@ def plot_embedding(points: np.ndarray, labels: np.ndarray, path: str, title: str
 def embed_test_split(workdir: str, config, *, max_points: int, seed: int = 0):
   """The pretrained encoder's features of (a fixed subset of) the test split: ``(feats, labels,
   class_names, step)``."""
-  from ssl_jax.data import load_source  # pylint: disable=g-import-not-at-top
-  from ssl_jax.evaluate.features import extract_features  # pylint: disable=g-import-not-at-top
+  from ssl_jax.evaluate.features import (  # pylint: disable=g-import-not-at-top
+      checkpoint_step, eval_source, extract_features)
   from ssl_jax.train.workdir import restore_run  # pylint: disable=g-import-not-at-top
-  source = load_source(config.dataset, config.test_split, data_dir=config.data_dir or None,
-                       image_size=config.data.image_size or None)
+  step = checkpoint_step(workdir)  # before reading any data
+  source = eval_source(config, config.test_split)
   n = len(source)
   idx = np.arange(n)
   if n > max_points:
@@ -242,7 +242,7 @@ def embed_test_split(workdir: str, config, *, max_points: int, seed: int = 0):
   examples = source.__getitems__([int(i) for i in idx])
   images = np.stack([ex["image"] for ex in examples])
   labels = np.array([int(ex["label"]) for ex in examples])
-  run = restore_run(workdir, images.shape[1:], config=config)
+  run = restore_run(workdir, images.shape[1:], step=step, config=config)
   feats = extract_features(run.features_fn(), images,
                            batch_size=config.eval.batch_size, preprocess=config.eval_preprocess)
   return feats, labels, getattr(source, "class_names", None), run.step
@@ -272,7 +272,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
 
 
 def write_report(workdir: str, *, projection: str = "pca", max_points: int = 2000,
-                 embedding: bool = True) -> str:
+                 embedding: bool = True, config=None) -> str:
   """Writes ``DIR/report/`` (figures and ``summary.md``) from what ``workdir`` holds.
 
   Args:
@@ -281,6 +281,8 @@ def write_report(workdir: str, *, projection: str = "pca", max_points: int = 200
     max_points: at most this many test examples in the embedding figure.
     embedding: draw the embedding figure (needs a committed checkpoint; skipped with a note in the
       summary when there is none).
+    config: the run config (default: ``DIR/config.json``; ``ssl-jax report`` passes it with its
+      ``--config.*`` overrides, :func:`ssl_jax.evaluate.runner.eval_config`).
 
   Returns:
     The path of ``summary.md``.
@@ -297,7 +299,7 @@ def write_report(workdir: str, *, projection: str = "pca", max_points: int = 200
   workdir = os.path.abspath(workdir)
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f"{workdir} is not a directory: give a pretraining workdir.")
-  config = load_run_config(workdir)
+  config = config if config is not None else load_run_config(workdir)
   out = os.path.join(workdir, REPORT_DIR)
   os.makedirs(out, exist_ok=True)
   run_name = f"{config.method} on {config.dataset}"

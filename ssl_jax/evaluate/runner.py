@@ -9,30 +9,70 @@ and compares three feature sources with the same label draws:
   initialization, BatchNorm in inference mode with its initial statistics);
 * ``raw``: the input pixels in [0, 1], flattened.
 
-Images go through ``config.eval_preprocess`` (deterministic ops) before the encoders. Results are
-written to ``DIR/eval.json`` (``DIR/eval_<dataset>.json`` for another dataset) in the schema of the
-design notes and returned with a printable table.
+Images are read with the run's data settings (:func:`ssl_jax.evaluate.features.eval_arrays`) and
+go through ``config.eval_preprocess`` (deterministic ops) before the encoders. Results are written
+to ``DIR/eval.json`` (``DIR/eval_<dataset>.json`` for another dataset) in the schema of the design
+notes and returned with a printable table.
+
+Overrides at evaluation time (``ssl-jax eval`` / ``ssl-jax report`` take ``--config.KEY=VALUE``
+as ``pretrain`` does; :func:`eval_config`) apply over the run's ``config.json`` for the keys of
+:data:`EVAL_KEYS` only: how the run is evaluated (``eval.*``, ``eval_preprocess``, ``log.*``,
+``cpu_kernels``) and where and how its data are read (``data.*``, e.g. ``data.image_size`` for a
+transfer dataset of another size, ``data_dir``, ``train_split``, ``test_split``). Every other key
+(method, encoder, optimizer, views, ...) shaped the pretrained weights, so changing it at
+evaluation time is refused: pretrain another run instead.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
+from typing import Sequence
 
 import jax
 import numpy as np
 
-from ssl_jax import methods, modalities
-from ssl_jax.data import load_arrays
-from ssl_jax.evaluate.features import extract_features
+from ssl_jax import config as config_lib
+from ssl_jax import modalities
+from ssl_jax.evaluate.features import checkpoint_step, eval_arrays, extract_features
 from ssl_jax.evaluate.fewshot import evaluate_features
 from ssl_jax.evaluate.table import format_table
-from ssl_jax.train.checkpoint import Checkpointer
 from ssl_jax.train.workdir import load_run_config, restore_run, write_json_atomic
 
 
 CLI_PROTOCOLS = ("knn", "linear", "fewshot", "finetune", "all")
+#: Config keys (and key prefixes) an evaluation may set differently from pretraining.
+EVAL_KEYS = ("eval.*", "eval_preprocess", "log.*", "cpu_kernels", "data.*", "data_dir",
+             "train_split", "test_split")
+
+
+def eval_config(workdir: str, overrides: Sequence[tuple[str, str]] = ()):
+  """The run config of ``workdir`` (its ``config.json``) with ``overrides`` (``(key, text)``
+  pairs of :func:`ssl_jax.config.parse_overrides`) applied; only :data:`EVAL_KEYS` may change.
+
+  Raises:
+    ValueError: an unknown key ("Unknown config key ..."), a pretraining key, a bad value.
+  """
+  config = load_run_config(workdir)
+  for key, text in overrides:
+    if not any(key == k or k.endswith(".*") and key.startswith(k[:-1]) for k in EVAL_KEYS):
+      config_lib.apply_overrides(copy.deepcopy(config), [(key, text)])  # refuses unknown keys
+      hint = (" (evaluate on another dataset with --dataset NAME)" if key == "dataset" else "")
+      raise ValueError(f"--config.{key} is a pretraining key: it shaped the weights in {workdir}, "
+                       f"so evaluation keeps the run's value{hint}. Keys evaluation may change: "
+                       f"{', '.join(EVAL_KEYS)}.")
+  config_lib.apply_overrides(config, overrides)
+  if overrides:
+    base = config_lib.base_config()
+    with base.ignore_type():
+      base.eval.update(config.eval.to_dict())
+    config_lib.validate_eval(base.eval)
+    if config.data.on_corrupt not in ("error", "skip"):
+      raise ValueError(f"config.data.on_corrupt={config.data.on_corrupt!r} is not valid; choose "
+                       "one of: error, skip.")
+  return config
 
 
 def plan_protocols(protocols, config) -> tuple[tuple[str, ...], tuple, bool]:
@@ -72,14 +112,16 @@ def merge_results(old: dict, new: dict) -> dict:
 
 
 def evaluate_workdir(workdir: str, *, dataset: str | None = None, step: int | None = None,
-                     protocols=None, print_table: bool = True, return_info: bool = False):
+                     protocols=None, print_table: bool = True, return_info: bool = False,
+                     overrides: Sequence[tuple[str, str]] = ()):
   """Evaluates the latest (or ``step``) checkpoint of ``workdir`` as its modality does
   (:mod:`ssl_jax.modalities`: :func:`evaluate_images` for images,
-  :func:`ssl_jax.evaluate.text.evaluate_text` for text); writes and returns the results (and,
-  with ``return_info``, the per-draw details of :func:`ssl_jax.evaluate.fewshot.evaluate_features`).
+  :func:`ssl_jax.evaluate.text.evaluate_text` for text), with the run's config and
+  ``overrides`` (:func:`eval_config`); writes and returns the results (and, with
+  ``return_info``, the per-draw details of :func:`ssl_jax.evaluate.fewshot.evaluate_features`).
   """
   workdir = os.path.abspath(workdir)
-  config = load_run_config(workdir)
+  config = eval_config(workdir, overrides)
   evaluate = modalities.hook(modalities.of(config), "EVALUATE")
   results, info = evaluate(workdir, config, dataset=dataset, step=step, protocols=protocols,
                            print_table=print_table)
@@ -99,15 +141,9 @@ def evaluate_images(workdir: str, config, *, dataset: str | None, step: int | No
   if do_finetune and dataset != config.dataset:
     raise ValueError(f"fine-tuning evaluates on the pretraining dataset {config.dataset!r}; "
                      f"for {dataset!r} use --protocol knn, linear or fewshot.")
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-  try:
-    if (step if step is not None else ckpt.latest_step()) is None:  # Before reading any data.
-      raise FileNotFoundError(f"No committed checkpoint in {ckpt.directory}.")
-  finally:
-    ckpt.close()
-  kwargs = dict(data_dir=config.data_dir or None, image_size=config.data.image_size or None)
-  train_x, train_y = load_arrays(dataset, config.train_split, **kwargs)
-  test_x, test_y = load_arrays(dataset, config.test_split, **kwargs)
+  step = checkpoint_step(workdir, step)  # before reading any data
+  train_x, train_y = eval_arrays(config, config.train_split, dataset=dataset)
+  test_x, test_y = eval_arrays(config, config.test_split, dataset=dataset)
   num_classes = int(max(train_y.max(), test_y.max())) + 1
   run = restore_run(workdir, train_x.shape[1:], step=step, config=config)
   used_step = run.step
@@ -128,7 +164,8 @@ def evaluate_images(workdir: str, config, *, dataset: str | None, step: int | No
         knn_temperature=config.eval.knn_temperature, return_info=True)
   if do_finetune:
     from ssl_jax.evaluate.finetune import finetune_workdir  # pylint: disable=g-import-not-at-top
-    results["finetune"] = finetune_workdir(workdir, step=used_step, quiet=not print_table)
+    results["finetune"] = finetune_workdir(workdir, step=used_step, quiet=not print_table,
+                                           config=config)
   name = "eval.json" if dataset == config.dataset else f"eval_{_slug(dataset)}.json"
   path = os.path.join(workdir, name)
   if os.path.exists(path):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssl_jax import models
-from ssl_jax.data.sources import source_image_shape
+from ssl_jax.data.sources import DEFAULT_HOLDOUT, source_image_shape
 from ssl_jax.losses.utils import all_gather
 from ssl_jax.models.heads import MLPHead
 from ssl_jax.models.nnx_utils import Bundle, Networks
@@ -147,7 +147,8 @@ def push(queue: jax.Array, ptr: jax.Array, rows: jax.Array) -> tuple[jax.Array, 
 def image_source_kwargs(config) -> dict:
   """The :func:`ssl_jax.data.load_source` keyword arguments of a run's ``data`` settings."""
   return dict(data_dir=config.data_dir or None, image_size=config.data.image_size or None,
-              on_corrupt=config.data.on_corrupt, color=config.data.get("color", "auto"))
+              on_corrupt=config.data.on_corrupt, color=config.data.get("color", "auto"),
+              holdout=config.data.get("holdout", DEFAULT_HOLDOUT))
 
 
 def fitted_encoder_kwargs(config) -> dict:

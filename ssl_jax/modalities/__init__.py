@@ -10,6 +10,8 @@ A modality module exposes:
 
 * ``load_source(config, split=None)``: the run's training data source for ``split`` (default
   ``config.train_split``);
+* ``check_evaluable(config)``: refuses, before training writes anything, a run whose evaluation
+  would fail on its data (a missing evaluation split, too few examples for a label budget);
 * ``example_batch(config, source)``: the shapes (``jax.ShapeDtypeStruct``) of one global raw
   batch of ``source``, for initialization;
 * ``make_preprocess(config) -> preprocess(batch, key) -> batch``: the on-device preprocessing

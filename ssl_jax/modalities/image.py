@@ -47,6 +47,53 @@ def load_source(config, split: str | None = None):
                       **common.image_source_kwargs(config))
 
 
+def check_evaluable(config) -> None:
+  """Refuses, before training writes anything, a run that its evaluation would refuse after
+  training (:func:`ssl_jax.evaluate.runner.evaluate_images`, fine-tuning, the report), with the
+  run's data settings:
+
+  * the evaluation split ``config.test_split`` loads, and its images have the train split's shape;
+  * every budget of ``k`` labels per class (``config.eval.budgets``,
+    ``config.eval.finetune.budget``) finds ``k`` train examples in every class: the few-label
+    protocol draws ``k`` per class without replacement and refuses a class with fewer
+    (:func:`ssl_jax.evaluate.fewshot.label_draws`); ``"p%"`` and ``"all"`` take what each class
+    has, so they always fit. Classes are ``0..max label`` over both splits, as evaluation counts
+    them. Counted where a source holds its labels in memory (``digits``, ``npz:``, ``folder:``);
+    a ``tfds:`` split is not read through for it.
+
+  Raises:
+    ValueError / FileNotFoundError: naming the split or budget and the ``--config`` key.
+  """
+  train = load_source(config)
+  try:
+    test = load_source(config, config.test_split)
+  except (ValueError, FileNotFoundError) as e:
+    raise type(e)(f"evaluation reads the split --config.test_split={config.test_split!r}, which "
+                  f"does not load: {e}") from e
+  if test.image_shape != train.image_shape:
+    raise ValueError(f"{config.dataset}: split {config.test_split!r} has images of shape "
+                     f"{test.image_shape}, split {config.train_split!r} {train.image_shape}; "
+                     "evaluation needs one shape: set --config.data.image_size=N.")
+  labels = [getattr(s, "labels", None) for s in (train, test)]
+  if any(y is None for y in labels):
+    return
+  num_classes = 1 + max((int(y.max()) for y in labels if y.size), default=-1)
+  counts = np.bincount(labels[0], minlength=num_classes)
+  budgets = [("eval.budgets", b) for b in config.eval.budgets]
+  budgets.append(("eval.finetune.budget", config.eval.finetune.budget))
+  for key, budget in budgets:
+    if not str(budget).isdigit():
+      continue
+    short = np.flatnonzero(counts < int(budget))
+    if short.size:
+      names = train.class_names or tuple(str(c) for c in range(num_classes))
+      listed = ", ".join(f"{names[c]!r} has {counts[c]}" for c in short[:5])
+      raise ValueError(f"--config.{key} asks for {budget} labels per class, but split "
+                       f"{config.train_split!r} of {config.dataset} has fewer in "
+                       f"{short.size} class(es) ({listed}): lower --config.{key}, or add "
+                       "images.")
+
+
 def raw_batch(batch_size: int, image_shape) -> dict:
   """Shapes of a raw image batch of ``batch_size`` images of ``image_shape`` (H, W, C)."""
   return {"image": jax.ShapeDtypeStruct((batch_size, *image_shape), jnp.uint8),

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax import methods
-from ssl_jax.data import load_text_source
+from ssl_jax.data import load_corpus, load_text_source
 from ssl_jax.methods import text_common
 
 PyTree = Any
@@ -41,6 +41,16 @@ def load_source(config, split: str | None = None):
   if config.method_kwargs.get("whole_word", False):
     source = text_common.WordStarts(source, tokenizer)
   return source
+
+
+def check_evaluable(config) -> None:
+  """Refuses, before training writes anything, a corpus without the split evaluation scores the
+  language model on (``config.test_split``; :func:`ssl_jax.evaluate.text.evaluate_text`)."""
+  try:
+    load_corpus(config.dataset, config.test_split, data_dir=config.data_dir or None)
+  except (ValueError, FileNotFoundError) as e:
+    raise type(e)(f"evaluation reads the split --config.test_split={config.test_split!r}, which "
+                  f"does not load: {e}") from e
 
 
 def example_batch(config, source) -> dict:

@@ -246,6 +246,7 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
       checkpoints on disk all hold finite values: skipped steps never change the state).
   """
   workdir = os.path.abspath(workdir)
+  modalities.of(config).check_evaluable(config)  # what evaluation needs, before any file
   previous = prepare_workdir(config, workdir, overwrite=overwrite)
   source = load_train_source(config)
   method, engine, run = build_for_pretraining(config, source, devices=devices)

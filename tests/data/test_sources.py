@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import PIL.Image
 import pytest
+from sklearn.model_selection import train_test_split
 
 from ssl_jax.data import sources
 from ssl_jax.data.sources import load_arrays, load_source
@@ -259,28 +260,62 @@ def test_folder_splits_classes_and_pixels(image_folder):
     assert got == sorted((img.tobytes(), c) for img, c in expected[split])
 
 
-def test_folder_without_split_dirs_is_train_only(tmp_path):
+def test_folder_without_split_dirs_is_train_only_with_holdout_0(tmp_path):
   for c in ("b", "a"):
     for k in range(2):
       _png(tmp_path / c / f"{k}.png", _rgb(k))
-  src = load_source(f"folder:{tmp_path}", "train")
+  src = load_source(f"folder:{tmp_path}", "train", holdout=0)
   assert src.class_names == ("a", "b") and len(src) == 4
   np.testing.assert_array_equal(load_arrays(src)[1], [0, 0, 1, 1])
-  with pytest.raises(ValueError, match=r"unknown split 'test'; valid splits: \['train'\]"):
+  with pytest.raises(ValueError, match=r"unknown split 'test'; valid splits: \['train'\].*"
+                     r"--config.data.holdout=0.2"):
+    load_source(f"folder:{tmp_path}", "test", holdout=0)
+
+
+def test_folder_without_split_dirs_holds_out_a_stratified_seeded_test_split(tmp_path):
+  """10 / 5 images per class: the documented train_test_split(test_size=0.2, stratify,
+  random_state=0) over sorted paths; disjoint, covering, deterministic, every class in both."""
+  files = []
+  for c, n in (("a", 10), ("b", 5)):
+    for k in range(n):
+      _png(tmp_path / c / f"{k:02d}.png", _rgb(10 * len(files)))
+      files.append((str(tmp_path / c / f"{k:02d}.png"), int(c == "b")))
+  train = load_source(f"folder:{tmp_path}", "train")
+  test = load_source(f"folder:{tmp_path}", "test")
+  assert (len(train), len(test)) == (12, 3) and train.image_shape == test.image_shape
+  assert set(train.files).isdisjoint(test.files) and len(set(train.files + test.files)) == 15
+  np.testing.assert_array_equal(np.bincount(test.labels), [2, 1])
+  _, expected = train_test_split(np.arange(15), test_size=0.2,
+                                 stratify=[y for _, y in files], random_state=0)
+  assert test.files == [files[i][0] for i in sorted(expected)]
+  assert load_source(f"folder:{tmp_path}", "test").files == test.files
+  assert len(load_source(f"folder:{tmp_path}", "test", holdout=0.4)) == 6
+
+
+def test_folder_holdout_errors_name_the_class_and_key(tmp_path):
+  _png(tmp_path / "a" / "0.png", _rgb(0))
+  _png(tmp_path / "a" / "1.png", _rgb(1))
+  _png(tmp_path / "lonely" / "0.png", _rgb(2))
+  with pytest.raises(ValueError, match=r"at least 2 images per class: class 'lonely' has 1"):
+    load_source(f"folder:{tmp_path}", "train")
+  _png(tmp_path / "lonely" / "1.png", _rgb(3))
+  with pytest.raises(ValueError, match=r"4 images in 2 classes with --config.data.holdout=0.2"):
     load_source(f"folder:{tmp_path}", "test")
+  with pytest.raises(ValueError, match=r"--config.data.holdout must be a fraction in \[0, 1\)"):
+    load_source(f"folder:{tmp_path}", "test", holdout=1.0)
 
 
 def test_folder_grayscale_and_mixed_modes(tmp_path):
   gray = np.arange(30, dtype=np.uint8).reshape(6, 5)
   _png(tmp_path / "g" / "x" / "0.png", gray)
   _png(tmp_path / "g" / "y" / "0.png", gray[::-1].copy())
-  src = load_source(f"folder:{tmp_path / 'g'}", "train")
+  src = load_source(f"folder:{tmp_path / 'g'}", "train", holdout=0)
   assert src.image_shape == (6, 5, 1)
   np.testing.assert_array_equal(src[0]["image"][..., 0], gray)
   # One RGBA image makes the split RGB: gray images are replicated over 3 channels.
   rgba = np.concatenate([_rgb(1), np.full((6, 5, 1), 7, np.uint8)], axis=-1)
   _png(tmp_path / "g" / "y" / "1.png", rgba)
-  src = load_source(f"folder:{tmp_path / 'g'}", "train")
+  src = load_source(f"folder:{tmp_path / 'g'}", "train", holdout=0)
   assert src.image_shape == (6, 5, 3)
   np.testing.assert_array_equal(src[0]["image"], np.repeat(gray[..., None], 3, axis=-1))
   np.testing.assert_array_equal(src[2]["image"], rgba[..., :3])
@@ -290,8 +325,8 @@ def test_folder_sizes_need_image_size(tmp_path):
   _png(tmp_path / "a" / "0.png", _rgb(0, 6, 5))
   _png(tmp_path / "a" / "1.png", _rgb(1, 10, 8))
   with pytest.raises(ValueError, match=r"different sizes.*set --config.data.image_size=N"):
-    load_source(f"folder:{tmp_path}", "train")
-  src = load_source(f"folder:{tmp_path}", "train", image_size=4)
+    load_source(f"folder:{tmp_path}", "train", holdout=0)
+  src = load_source(f"folder:{tmp_path}", "train", image_size=4, holdout=0)
   assert src.image_shape == (4, 4, 3)
   assert load_arrays(src)[0].shape == (2, 4, 4, 3)
 

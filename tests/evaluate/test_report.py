@@ -108,3 +108,79 @@ def test_main_job_writes_the_report_and_says_where(tmp_path, capsys):
   for name in ("training.png", "health.png", "fewshot.png", "embedding.png"):
     png_size(tmp_path / "report" / name)
   assert "online_probe_acc" in summary.read_text()
+
+
+# ------------------------------------ evaluation and the report with the run's settings and steps
+# (here because they share this module's tiny_workdir: each module that asks for it pretrains it)
+
+import shutil  # noqa: E402
+
+from PIL import Image  # noqa: E402
+
+from ssl_jax.evaluate.features import checkpoint_step  # noqa: E402
+from ssl_jax.evaluate.runner import eval_config, evaluate_workdir  # noqa: E402
+
+
+def test_eval_config_takes_eval_and_data_keys_and_refuses_pretraining_keys(tiny_workdir):
+  config = eval_config(tiny_workdir, [("eval.finetune.steps", "7"), ("data.image_size", "8"),
+                                      ("eval.budgets", "(1, 'all')")])
+  assert (config.eval.finetune.steps, config.data.image_size) == (7, 8)
+  assert list(config.eval.budgets) == [1, "all"]
+  with pytest.raises(ValueError, match="Unknown config key 'eval.finetune.stepz'"):
+    eval_config(tiny_workdir, [("eval.finetune.stepz", "7")])
+  with pytest.raises(ValueError, match=r"--config.method_kwargs.temperature is a pretraining key"):
+    eval_config(tiny_workdir, [("method_kwargs.temperature", "0.5")])
+  with pytest.raises(ValueError, match=r"with --dataset NAME"):
+    eval_config(tiny_workdir, [("dataset", "npz:x.npz")])
+  with pytest.raises(ValueError, match=r"finetune.steps must be a positive integer"):
+    eval_config(tiny_workdir, [("eval.finetune.steps", "0")])
+
+
+def test_unknown_step_lists_the_steps_there(tiny_workdir, tmp_path, capsys):
+  assert checkpoint_step(tiny_workdir) == 6
+  with pytest.raises(FileNotFoundError, match=r"step 999 not found in .*checkpoints; available "
+                                              r"steps: 3, 6\."):
+    checkpoint_step(tiny_workdir, 999)
+  assert cli.main(["eval", "--workdir", tiny_workdir, "--step", "999"]) == cli.EXIT_BAD_INPUT
+  assert "available steps: 3, 6" in capsys.readouterr().err
+  with pytest.raises(FileNotFoundError, match="no committed checkpoint in"):
+    checkpoint_step(str(tmp_path))
+  assert cli.main(["eval", "--workdir", tiny_workdir, "--config.encoder=resnet18"]) == 2
+  assert "--config.encoder is a pretraining key" in capsys.readouterr().err
+  assert cli.main(["report", "--workdir", tiny_workdir, "--config.eval.nope=1"]) == 2
+  assert "Unknown config key 'eval.nope'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def corrupt_folder_run(tiny_workdir, tmp_path_factory):
+  """The tiny digits run's checkpoints in a workdir whose config.json says it pretrained on a
+  folder of 8x8 grayscale PNGs (two classes, one truncated file) with data.on_corrupt=skip."""
+  root = tmp_path_factory.mktemp("corrupt")
+  rng = np.random.default_rng(0)
+  for split, n in (("train", 4), ("test", 2)):
+    for c in ("a", "b"):
+      (root / "imgs" / split / c).mkdir(parents=True)
+      for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (8, 8), np.uint8)).save(
+            root / "imgs" / split / c / f"{i}.png")
+  good = (root / "imgs" / "train" / "a" / "0.png").read_bytes()
+  (root / "imgs" / "train" / "b" / "cut.png").write_bytes(good[:len(good) // 2])
+  workdir = root / "run"
+  shutil.copytree(tiny_workdir, workdir, ignore=shutil.ignore_patterns("eval*.json", "report"))
+  config = json.loads((workdir / "config.json").read_text())
+  config["dataset"] = f"folder:{root / 'imgs'}"
+  config["data"]["on_corrupt"] = "skip"
+  (workdir / "config.json").write_text(json.dumps(config))
+  return str(workdir)
+
+
+def test_eval_and_report_read_the_data_as_the_run_did(corrupt_folder_run):
+  few = [("eval.budgets", "(1, 'all')"), ("eval.num_draws", "1")]
+  results = evaluate_workdir(corrupt_folder_run, protocols="knn", print_table=False,
+                             overrides=few)
+  assert set(results["knn"]) == {"ssl", "random_init", "raw"}
+  with pytest.raises(ValueError, match=r"corrupted image file .*cut\.png"):
+    evaluate_workdir(corrupt_folder_run, protocols="knn", print_table=False,
+                     overrides=[*few, ("data.on_corrupt", "error")])
+  summary = report.write_report(corrupt_folder_run, config=eval_config(corrupt_folder_run))
+  assert "embedding.png" in open(summary, encoding="utf-8").read()
