@@ -88,7 +88,7 @@ COLORS = ("auto", "rgb", "grayscale")
 _CHANNELS = {"rgb": 3, "grayscale": 1}
 # ITU-R BT.601 luma weights, as PIL's "L" conversion.
 _LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)
-# (name, split, data_dir, image_size, on_corrupt, color) -> image_shape of the sources loaded.
+# (name, split, data_dir, image_size, on_corrupt, color, holdout) -> image_shape of the sources loaded.
 _SHAPES: dict[tuple, tuple[int, int, int]] = {}
 
 
@@ -772,13 +772,14 @@ def load_source(name: str, split: str, *, data_dir: str | None = None,
     source = _npz(name, pathlib.Path(rest).expanduser(), split, image_size, color)
   else:
     raise ValueError(f"unknown dataset name {name!r}; valid names: {', '.join(_KINDS)}")
-  _SHAPES[(name, split, data_dir, image_size, on_corrupt, color)] = source.image_shape
+  _SHAPES[(name, split, data_dir, image_size, on_corrupt, color, holdout)] = source.image_shape
   return source
 
 
 def source_image_shape(name: str, split: str, *, data_dir: str | None = None,
                        image_size: int | None = None, on_corrupt: str = "error",
-                       color: str = "auto") -> tuple[int, int, int] | None:
+                       color: str = "auto", holdout: float = DEFAULT_HOLDOUT
+                       ) -> tuple[int, int, int] | None:
   """The ``(H, W, C)`` of :func:`load_source`'s source for these arguments, inspected once per
   process: recorded by every :func:`load_source` call, loaded on a miss. ``None`` when the data
   cannot be read here (not prepared, not installed): a benchmark on synthetic images then stands
@@ -787,11 +788,11 @@ def source_image_shape(name: str, split: str, *, data_dir: str | None = None,
   >>> source_image_shape("digits", "train", image_size=16, color="rgb")
   (16, 16, 3)
   """
-  key = (name, split, data_dir, image_size, on_corrupt, color)
+  key = (name, split, data_dir, image_size, on_corrupt, color, holdout)
   if key not in _SHAPES:
     try:
       load_source(name, split, data_dir=data_dir, image_size=image_size, on_corrupt=on_corrupt,
-                  color=color)
+                  color=color, holdout=holdout)
     except (FileNotFoundError, ImportError):
       return None
   return _SHAPES[key]
