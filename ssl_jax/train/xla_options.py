@@ -110,11 +110,12 @@ def usable(kernels: str) -> tuple[bool, str]:
   options = KERNEL_OPTIONS[kernels]
   if options is None:
     return True, ""
-  args = (jax.ShapeDtypeStruct((1, 8, 8, 4), jnp.float32),
-          jax.ShapeDtypeStruct((3, 3, 4, 4), jnp.float32),
-          jax.ShapeDtypeStruct((2, 8, 16), jnp.float32))
+  on_cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+  args = (jax.ShapeDtypeStruct((1, 8, 8, 4), jnp.float32, sharding=on_cpu),
+          jax.ShapeDtypeStruct((3, 3, 4, 4), jnp.float32, sharding=on_cpu),
+          jax.ShapeDtypeStruct((2, 8, 16), jnp.float32, sharding=on_cpu))
   try:
-    compiled = jax.jit(probe, backend="cpu", compiler_options=options).lower(*args).compile()
+    compiled = jax.jit(probe).lower(*args).compile(compiler_options=options)
   except Exception as e:  # pylint: disable=broad-except  (XLA raises JaxRuntimeError)
     return False, f"this jaxlib refuses its options ({type(e).__name__}: {str(e)[:200]})"
   if "onednn" in kernels and "__onednn_fusion" not in compiled.as_text():
