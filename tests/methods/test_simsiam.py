@@ -125,8 +125,11 @@ def test_collapse_guard(tmp_path, capsys):
   Both runs use a projector without BatchNorm on its output: the recipe's affine-free output BN
   standardizes every dimension over the batch, so the per-dimension std this monitor reads cannot
   reach 0 (here it stayed above 0.8 for 60 steps without the stop-gradient); without that BN the
-  collapse shows as the paper's figure 2 does."""
-  overrides = [("total_steps", "100"), ("method_kwargs.proj_output_norm", "none")]
+  collapse shows as the paper's figure 2 does. Batches of 64 (the recipe's 256 collapses the same
+  way, 4x slower): measured, the ratio without the stop-gradient fell 0.80, 0.49, 0.26, 0.12 to
+  0.075 at step 90 (loss -0.997); with it, it stayed within 0.80-0.85."""
+  overrides = [("total_steps", "90"), ("batch_size", "64"),
+               ("method_kwargs.proj_output_norm", "none")]
   _, collapsed = _run(tmp_path, "no_stop_gradient", [
       *overrides, ("method_kwargs.stop_gradient", "False")])
   out = capsys.readouterr().out
