@@ -64,3 +64,21 @@ def test_results_table_is_the_recorded_runs():
                          .to_json())
     assert not state_affecting_diff(recorded, current), method
   assert compare_markdown(runs) in _readme()
+
+
+def test_readme_runlocal_command_without_prepared_data_gives_the_prepared_data_message(
+    tmp_path, capsys):
+  """The README's ``ssl-jax pretrain --config experiments/simclr_cifar10.py:runlocal`` on a machine
+  where CIFAR-10 was never prepared: exit code 2, the message that says how to prepare it, and
+  nothing written to the workdir."""
+  from ssl_jax import cli
+  line = re.search(r"^ssl-jax (pretrain --config experiments/simclr_cifar10\.py:runlocal)\b",
+                   _readme(), re.M).group(1)
+  workdir = tmp_path / "run"
+  args = line.split() + [f"--config.data_dir={tmp_path / 'tfds'}", "--workdir", str(workdir)]
+  args[2] = os.path.join(ROOT, args[2])
+  assert cli.main(args) == cli.EXIT_BAD_INPUT
+  err = capsys.readouterr().err
+  assert "no ArrayRecord data for 'cifar10'" in err
+  assert "tfds build cifar10 --file_format=array_record" in err
+  assert not workdir.exists()

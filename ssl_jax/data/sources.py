@@ -204,7 +204,9 @@ class TfdsSource(Source):
                        f"builder must be imported first; see tfds.list_builders()).{hint}") from e
     except ValueError as e:
       raise ValueError(f"{name}: cannot read split {split!r}: {e}") from e
-    except (NotImplementedError, FileNotFoundError, AssertionError, OSError) as e:
+    except (NotImplementedError, FileNotFoundError, AssertionError, OSError, KeyError) as e:
+      # KeyError: with the default data_dir, TFDS 4.9 finds no generated splits and raises
+      # "Trying to access `splits['train']` but `splits` is empty".
       raise not_prepared_error(name, tfds_name, data_dir, e) from e
     features = self._ds.dataset_info.features
     missing = [k for k in (image_key, label_key) if k not in features]

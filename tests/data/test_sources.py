@@ -434,6 +434,26 @@ def test_npz_file_errors(tmp_path):
     load_source(f"npz:{tmp_path / 'obj.npz'}", "train")
 
 
+def test_tfds_unprepared_dataset_says_how_to_prepare_it(tmp_path, monkeypatch):
+  """Both ways TFDS 4.9 reports a dataset that was never generated end in the prepared-data
+  message: a NotImplementedError (an explicit empty data_dir) and, with the default data_dir,
+  ``KeyError: Trying to access splits['train'] but splits is empty`` (faked here: the default
+  data_dir is the machine's)."""
+  expected = (r"tfds:cifar10: no ArrayRecord data for 'cifar10' in .* Prepare it with `tfds build "
+              r"cifar10 --file_format=array_record")
+  with pytest.raises(FileNotFoundError, match=expected):
+    load_source("tfds:cifar10", "train", data_dir=str(tmp_path))
+  import tensorflow_datasets as tfds
+
+  def unprepared(*args, **kwargs):
+    raise KeyError("Trying to access `splits['train']` but `splits` is empty. This likely "
+                   "indicates the dataset has not been generated yet.")
+
+  monkeypatch.setattr(tfds, "data_source", unprepared)
+  with pytest.raises(FileNotFoundError, match=expected + r".*splits\['train'\]"):
+    load_source("tfds:cifar10", "train")
+
+
 # ---------------------------------------------------------------------------------- names, resize
 
 
