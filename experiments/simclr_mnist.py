@@ -8,6 +8,12 @@ encoder's features, the affine / noise / erasing views, AdamW at 2e-3 with warmu
 batch 256) with an encoder sized for 28x28: ``cnn_small`` with 32-64-128 channels, a 2x2 max-pool
 after each of the first two stages (28 -> 14 -> 7), the third at stride 2 (-> 4x4), flattened into
 a 128-wide fully connected layer (the ``cnn_digits`` layout one pooling level deeper).
+
+Not tuned for MNIST (the digits recipe, encoder resized). On the test split (README, "MNIST";
+``docs/results/mnist/``) its linear probe reaches 82.7% with 1 label per class and 93.4% with 10,
+against 46.3% and 77.0% for raw pixels. CPU cost: about 11 minutes of user CPU time on 2 cores,
+pretraining and evaluation included. ``runlocal`` evaluates only the 1-label budget: the ``all``
+budget fits probes on 3,500 examples of 784 raw pixels, minutes rather than seconds.
 """
 
 import ml_collections
