@@ -4,6 +4,7 @@
   ssl-jax eval --workdir DIR [--dataset NAME] [--protocol knn|linear|fewshot|finetune|all]
                [--step N] [--config.KEY=V]
   ssl-jax report --workdir DIR [--projection pca|tsne] [--config.KEY=V]
+  ssl-jax compare DIR [DIR ...] [--names A,B,...]
   ssl-jax bench --suite vs-pytorch|methods|config --out FILE.jsonl [--batch-size 64] [...]
 
 ``pretrain`` with no arguments runs the default: SimCLR on ``digits``, then evaluates it.
@@ -36,10 +37,22 @@ DEFAULT_WORKDIR = os.path.join("runs", "{method}_{dataset}")
 EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_INTERRUPTED = 2, 3, 143, 130
 
 
+# ``--help``'s text: plain (the module docstring is reStructuredText for the API docs). argparse
+# lists the commands from the parser itself.
+_DESCRIPTION = """Self-supervised learning in JAX: pretrain, evaluate, report, compare, benchmark.
+
+`ssl-jax pretrain` with no arguments runs the default: SimCLR on digits, then evaluates it.
+Multi-host (one process per host): pass --coordinator_address HOST:PORT --num_processes N
+--process_id I (or --distributed on a TPU pod / SLURM, where JAX finds them itself).
+On Linux the command restarts itself once at start-up with glibc's huge-page malloc tunable
+(SSL_JAX_HUGEPAGES=0 turns that off)."""
+
+
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="ssl-jax", description=__doc__,
+  parser = argparse.ArgumentParser(prog="ssl-jax", description=_DESCRIPTION,
+                                   epilog="`ssl-jax COMMAND --help` shows a command's options.",
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  sub = parser.add_subparsers(dest="command", required=True)
+  sub = parser.add_subparsers(dest="command", required=True, title="commands")
 
   p = sub.add_parser("pretrain", help="pretrain (or resume), then evaluate",
                      description="Overrides: --config.KEY=VALUE for any key of the config, e.g. "

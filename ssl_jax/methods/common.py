@@ -54,10 +54,20 @@ def _describe(need) -> str:
 
 def check_views(shapes: Mapping[str, Sequence[int]], need=None, *, method: str = "this method"):
   """Raises a ValueError naming ``--config.views.<name>`` unless the views ``{name: [B, h, w, C]}``
-  hold the global and local views ``need`` asks for (a module's ``VIEWS``, see above)."""
+  hold the global and local views ``need`` asks for (a module's ``VIEWS``, see above), and the
+  views of each group have one shape ``[h, w, C]`` (a group is encoded as one concatenated batch).
+  """
   need = dict(DEFAULT_VIEWS, **(need or {}))
   groups = dict(zip(("global", "local"), split_views(shapes)))
   for kind in ("global", "local"):
+    kind_shapes = {n: tuple(shapes[n][1:]) for n in groups[kind]}
+    if len(set(kind_shapes.values())) > 1:
+      listed = ", ".join(f"--config.views.{n}: {s}" for n, s in kind_shapes.items())
+      raise ValueError(
+          f"{method}'s {kind} views must all have the same output shape (h, w, C), since they are "
+          f"encoded as one batch, but they differ: {listed}. Make those recipes produce the same "
+          "size and channels (e.g. the same random_resized_crop(size=...), and grayscale in all "
+          "or none of them).")
     if not _count_ok(len(groups[kind]), need[kind]):
       sizes = ", ".join(f"{n}: {tuple(shapes[n][1:3])}" for n in sorted(shapes))
       raise ValueError(

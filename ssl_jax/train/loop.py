@@ -94,45 +94,53 @@ class PreemptionGuard:
     self._previous = {}
 
 
-def prepare_workdir(config, workdir: str, *, overwrite: bool = False) -> dict | None:
-  """Creates ``workdir``; refuses one holding a checkpoint of a different config.
+def check_workdir(config, workdir: str, *, overwrite: bool = False) -> dict | None:
+  """Refuses a ``workdir`` holding a checkpoint of a different config; reads only.
 
   Keys that only change logging, checkpoint cadence or evaluation may differ (a resumed run can
-  log more often). With ``overwrite=True`` the earlier run's outputs are deleted first.
+  log more often). With ``overwrite=True`` the earlier run is not looked at (it will be deleted by
+  :func:`prepare_workdir`).
 
   Returns the earlier run's config when only the run's length (:data:`LENGTH_KEYS`) differs: the
   run is being extended, which :func:`pretrain` checks against the checkpoint before it writes
   the new ``config.json`` (:func:`extend_run`); None otherwise.
   """
-  os.makedirs(workdir, exist_ok=True)
-  resolved = config_lib.to_dict(config)
   path = os.path.join(workdir, CONFIG_FILE)
   ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
   has_checkpoint = os.path.isdir(ckpt_dir) and any(
       name.isdigit() for name in os.listdir(ckpt_dir))
+  if overwrite or not has_checkpoint:
+    return None
+  if not os.path.exists(path):
+    raise ValueError(f"{workdir} holds checkpoints but no {CONFIG_FILE}; refusing to resume a "
+                     "run of unknown config. Pass --overwrite to start over.")
+  with open(path, encoding="utf-8") as f:
+    old = json.load(f)
+  diff = config_lib.state_affecting_diff(old, config_lib.to_dict(config))
+  if diff and {d.split(":", 1)[0] for d in diff} <= set(LENGTH_KEYS):
+    return old
+  if diff:
+    raise ValueError(f"{workdir} holds a checkpoint of a different config:\n  "
+                     + "\n  ".join(diff) + "\nUse another --workdir, or pass --overwrite to "
+                     "delete the earlier run and start over.")
+  return None
+
+
+def prepare_workdir(config, workdir: str, *, overwrite: bool = False) -> None:
+  """Creates ``workdir`` and writes its ``config.json``, after :func:`check_workdir` and every
+  other check of the run passed (a refused run writes nothing). With ``overwrite=True`` the
+  earlier run's outputs are deleted first."""
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() != 0:
+    return
   if overwrite:
-    if jax.process_index() == 0:
-      for name in _RUN_OUTPUTS:
-        target = os.path.join(workdir, name)
-        if os.path.isdir(target):
-          shutil.rmtree(target)
-        elif os.path.exists(target):
-          os.remove(target)
-  elif has_checkpoint:
-    if not os.path.exists(path):
-      raise ValueError(f"{workdir} holds checkpoints but no {CONFIG_FILE}; refusing to resume a "
-                       "run of unknown config. Pass --overwrite to start over.")
-    with open(path, encoding="utf-8") as f:
-      old = json.load(f)
-    diff = config_lib.state_affecting_diff(old, resolved)
-    if diff and {d.split(":", 1)[0] for d in diff} <= set(LENGTH_KEYS):
-      return old
-    if diff:
-      raise ValueError(f"{workdir} holds a checkpoint of a different config:\n  "
-                       + "\n  ".join(diff) + "\nUse another --workdir, or pass --overwrite to "
-                       "delete the earlier run and start over.")
-  if jax.process_index() == 0:
-    write_json_atomic(path, resolved)
+    for name in _RUN_OUTPUTS:
+      target = os.path.join(workdir, name)
+      if os.path.isdir(target):
+        shutil.rmtree(target)
+      elif os.path.exists(target):
+        os.remove(target)
+  write_json_atomic(os.path.join(workdir, CONFIG_FILE), config_lib.to_dict(config))
 
 
 def extend_run(config, previous: dict, workdir: str, run: methods.RunInfo,
@@ -247,7 +255,7 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
   """
   workdir = os.path.abspath(workdir)
   modalities.of(config).check_evaluable(config)  # what evaluation needs, before any file
-  previous = prepare_workdir(config, workdir, overwrite=overwrite)
+  previous = check_workdir(config, workdir, overwrite=overwrite)
   source = load_train_source(config)
   method, engine, run = build_for_pretraining(config, source, devices=devices)
   total_steps = run.total_steps
@@ -255,6 +263,8 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
   state = engine.init_state(jax.random.key(config.seed), example_batch_for(config, source))
   iterator = make_iterator(source, global_batch_size=config.batch_size, seed=config.seed,
                                 shuffle=config.data.shuffle, worker_count=config.data.worker_count)
+  if previous is None:  # Every check passed: only now is anything written (extend_run writes
+    prepare_workdir(config, workdir, overwrite=overwrite)  # an extended run's config.json).
   logger = MetricsLogger(workdir, total_steps=total_steps, tensorboard=config.log.tensorboard,
                          quiet=config.quiet)
   ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
@@ -285,7 +295,7 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
       done, metrics = pending
       pending = None
       last, t_prev = _report(logger, config, done, metrics, t_prev, first=done == start + 1,
-                             final=done == total_steps)
+                             final=done == total_steps, saved_note=lambda: checkpoints_note(ckpt))
 
   preemption = PreemptionGuard()
   try:
@@ -379,7 +389,7 @@ def _log_samples(config, source, state, step: int, logger) -> None:
     logger.message(f"step {step} sample: {text!r}")
 
 
-def _report(logger, config, step, metrics, t_prev, *, first, final):
+def _report(logger, config, step, metrics, t_prev, *, first, final, saved_note):
   metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
   now = time.perf_counter()
   elapsed = now - t_prev
@@ -410,7 +420,21 @@ def _report(logger, config, step, metrics, t_prev, *, first, final):
   if metrics["skips"] >= config.max_consecutive_skips:
     raise NonFiniteError(
         f"{int(metrics['skips'])} consecutive steps had a non-finite loss or gradient (limit "
-        f"config.max_consecutive_skips={config.max_consecutive_skips}); stopping at step {step}. "
-        "Checkpoints hold the last finite state. Lower the learning rate or enable "
-        "optimizer.clip_norm.")
+        f"--config.max_consecutive_skips={config.max_consecutive_skips}); stopping at step "
+        f"{step}. {saved_note()} Lower the learning rate (--config.optimizer.lr=...) or clip "
+        "gradients (--config.optimizer.clip_norm=1.0).")
   return metrics, now
+
+
+def checkpoints_note(ckpt: Checkpointer) -> str:
+  """What a stopped run leaves to resume from: the committed checkpoint steps (all finite: skipped
+  steps never change the state), or that there are none."""
+  ckpt.wait()
+  steps = ckpt.all_steps()
+  if not steps:
+    due = (f"the first is due at step {ckpt.every_steps}" if ckpt.every_steps
+           else "only the final step is saved")
+    return (f"No checkpoint was saved ({due}: --config.checkpoint.every_steps="
+            f"{ckpt.every_steps}), so there is nothing to resume from.")
+  return (f"Checkpoints of steps {', '.join(map(str, steps))} in {ckpt.directory} hold finite "
+          f"states (skipped steps never change the state); a rerun resumes from step {steps[-1]}.")

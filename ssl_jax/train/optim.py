@@ -41,6 +41,7 @@ the gradient transformation and its learning-rate schedule. Conventions (SimCLR/
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import re
 from typing import Any, Callable, NamedTuple
@@ -48,6 +49,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+
+_LOG = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adamw", "lars", "lamb")
 LR_SCALINGS = ("linear", "sqrt", "none")
@@ -327,10 +330,18 @@ def build_optimizer(cfg, *, batch_size: int, total_steps: int, steps_per_epoch: 
     raise ValueError(f"optimizer.name={cfg.name!r}; valid: {', '.join(OPTIMIZERS)}.")
   peak = peak_learning_rate(cfg.lr, batch_size, cfg.lr_scaling, cfg.base_batch)
   warmup = cfg.warmup_steps if cfg.warmup_steps >= 0 else round(cfg.warmup_epochs * steps_per_epoch)
+  kind = cfg.get("schedule", "warmup_cosine")
+  if kind != "tri_stage" and 0 < total_steps <= warmup:
+    key = ("--config.optimizer.warmup_steps" if cfg.warmup_steps >= 0 else
+           f"--config.optimizer.warmup_epochs={cfg.warmup_epochs} ({warmup} steps)")
+    _LOG.warning(
+        "The run's %d steps (--config.total_steps / --config.epochs) are no longer than its "
+        "learning-rate warm-up of %d steps (%s): it ends at the peak learning rate %.4g, never "
+        "decaying. Shorten the warm-up (--config.optimizer.warmup_steps=%d) or train longer.",
+        total_steps, warmup, key, peak, max(total_steps // 10, 1))
   schedule = make_schedule(peak, total_steps=total_steps, warmup_steps=warmup,
                            final_lr_fraction=cfg.final_lr_fraction,
-                           kind=cfg.get("schedule", "warmup_cosine"),
-                           phases=cfg.get("tri_stage", (0.1, 0.4, 0.5)))
+                           kind=kind, phases=cfg.get("tri_stage", (0.1, 0.4, 0.5)))
   wd_end = cfg.get("weight_decay_end", None)
   wd_schedule = (None if wd_end is None else
                  weight_decay_schedule(cfg.weight_decay, wd_end, total_steps=total_steps))

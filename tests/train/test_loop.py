@@ -66,18 +66,44 @@ def test_consecutive_nonfinite_steps_stop_the_run_without_nan_checkpoints(tmp_pa
   config = make_config(total_steps=10, max_consecutive_skips=3,
                        **{"debug.nan_at_step": 4, "debug.nan_num_steps": 100,
                           "checkpoint.every_steps": 1})
-  with pytest.raises(NonFiniteError, match="3 consecutive steps"):
+  with pytest.raises(NonFiniteError, match="3 consecutive steps") as raised:
     pretrain(config, workdir)
   lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [l["skipped"] for l in lines] == [0, 0, 0, 0, 1, 1, 1]
   assert lines[-1]["total_skips"] == 3
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
-    for step in ckpt.all_steps():
+    steps = ckpt.all_steps()
+    assert steps  # the message names the checkpoints that exist
+    assert f"Checkpoints of steps {', '.join(map(str, steps))} in" in str(raised.value)
+    assert f"a rerun resumes from step {steps[-1]}" in str(raised.value)
+    for step in steps:
       tree = ckpt.restore_tree(step=step, keys=("params", "batch_stats", "opt_state"))
       assert all(np.isfinite(x).all() for x in __import__("jax").tree.leaves(tree)), step
   finally:
     ckpt.close()
+
+
+def test_a_nonfinite_stop_before_any_checkpoint_says_there_is_none(tmp_path, make_config):
+  config = make_config(total_steps=10, max_consecutive_skips=2,
+                       **{"debug.nan_at_step": 1, "debug.nan_num_steps": 100,
+                          "checkpoint.every_steps": 5})
+  with pytest.raises(NonFiniteError, match=r"stopping at step 3\. No checkpoint was saved \(the "
+                     r"first is due at step 5: --config.checkpoint.every_steps=5\), so there is "
+                     r"nothing to resume from\. Lower the learning rate \(--config.optimizer.lr"):
+    pretrain(config, str(tmp_path / "run"))
+  assert not os.listdir(tmp_path / "run" / "checkpoints")
+
+
+def test_refused_runs_write_nothing(tmp_path, make_config):
+  """Every refusal (unknown dataset, views the method cannot take) comes before the workdir is
+  created, so no config.json of a run that never started is left behind."""
+  for i, overrides in enumerate([{"dataset": "nosuch"},
+                                 {"views.a": "random_resized_crop(size=4)"}]):
+    workdir = tmp_path / f"run{i}"
+    with pytest.raises(ValueError):
+      pretrain(make_config(total_steps=2, **overrides), str(workdir))
+    assert not workdir.exists(), overrides
 
 
 def test_single_nonfinite_step_is_skipped_and_training_continues(tmp_path, make_config):

@@ -41,6 +41,26 @@ def test_warmup_then_cosine():
                              [0.0, 0.05, 0.1, 0.05, 0.0], atol=1e-7)
 
 
+def test_a_run_no_longer_than_its_warmup_warns(caplog):
+  with caplog.at_level("WARNING", logger="ssl_jax.train.optim"):
+    _, schedule = optim.build_optimizer(opt_config(lr=0.1, warmup_steps=60), batch_size=256,
+                                        total_steps=40, steps_per_epoch=10)
+  assert float(schedule(39)) > 0.09  # ends at the peak: hence the warning
+  [record] = caplog.records
+  assert ("run's 40 steps (--config.total_steps / --config.epochs) are no longer than its "
+          "learning-rate warm-up of 60 steps (--config.optimizer.warmup_steps)") in record.message
+  assert "--config.optimizer.warmup_steps=4" in record.message
+  caplog.clear()
+  with caplog.at_level("WARNING", logger="ssl_jax.train.optim"):
+    optim.build_optimizer(opt_config(lr=0.1, warmup_epochs=10.0), batch_size=256,
+                          total_steps=50, steps_per_epoch=10)
+    assert "--config.optimizer.warmup_epochs=10.0 (100 steps)" in caplog.records[0].message
+    caplog.clear()
+    optim.build_optimizer(opt_config(lr=0.1, warmup_steps=60), batch_size=256, total_steps=61,
+                          steps_per_epoch=10)  # longer than the warm-up: no warning
+  assert not caplog.records
+
+
 @pytest.mark.parametrize("name", optim.OPTIMIZERS)
 def test_every_optimizer_steps_and_reports_its_learning_rate(name):
   tx, schedule = optim.build_optimizer(opt_config(name=name, lr=0.1, warmup_steps=2,
