@@ -19,7 +19,7 @@ def run(tmp_path, *args):
 
 @pytest.mark.parametrize("args, message", [
     (["--config.method=simclear"], "method='simclear' is not valid; choose one of: .*simclr"),
-    (["--config.dataset=mnist"], "unknown dataset name 'mnist'; valid names: digits, tfds:"),
+    (["--config.dataset=mnsit"], "unknown dataset name 'mnsit'; valid names: digits, mnist, tfds:"),
     (["--config.dataset=npz:/no/such.npz"], "no/such.npz"),
     (["--config.optimiser.lr=1"], "Unknown config key 'optimiser'. Valid keys here: .*optimizer"),
     (["--config.batch_size=0"], "batch_size must be a positive integer"),
