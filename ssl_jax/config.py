@@ -54,17 +54,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.train_split = "train"
   c.test_split = "test"  # used by evaluation
   # color: "auto" (stored channels, one decision for all splits), "rgb" or "grayscale" (forced).
+  # holdout: a `folder:` dataset without train/ and test/ (or val/) sub-folders holds out this
+  # fraction of its images, stratified and seeded, as its `test` split (ssl_jax.data.sources);
+  # 0 = none.
   c.data = ml_collections.ConfigDict(dict(worker_count=0, shuffle=True, image_size=0,
-                                          on_corrupt="error", color="auto"))
+                                          on_corrupt="error", color="auto", holdout=0.2))
 
   c.encoder = "resnet18"
   c.encoder_kwargs = ml_collections.ConfigDict()
   # Language methods (mlm, clm, nsp, simcse): the tokenizer ("bytes", "bpe:<vocab>",
   # "wordpiece:<vocab>" trained on the train split, "file:<path>") and the row length in tokens.
   c.text = ml_collections.ConfigDict(dict(tokenizer="bytes", seq_len=128))
-  # A `folder:` dataset without train/ and test/ (or val/) sub-folders: the fraction of its images
-  # held out, stratified and seeded, as its `test` split (ssl_jax.data.sources); 0 = none.
-  c.data.holdout = 0.2
   # A pretraining workdir whose encoder (latest checkpoint) initializes this run's encoder, e.g.
   # SimCSE from a masked-LM run as the paper starts from BERT ("" = random init).
   c.init_from = ""
