@@ -287,7 +287,7 @@ def load_config(path: str | None = None,
   if config.method == file_method:
     for key, value in config.method_kwargs.items():
       if key not in defaults:
-        raise ValueError(f"config.method_kwargs.{key} is not a hyperparameter of "
+        raise ValueError(f"--config.method_kwargs.{key} is not a hyperparameter of "
                          f"{config.method}; valid: {', '.join(sorted(defaults.keys()))}.")
       defaults[key] = value
   with config.ignore_type():
@@ -338,25 +338,25 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not isinstance(config[key], int) or config[key] <= 0:
       raise ValueError(f"config.{key} must be a positive integer, got {config[key]!r}.")
   if config.total_steps is not None and config.total_steps <= 0:
-    raise ValueError(f"config.total_steps must be positive (or None), got {config.total_steps}.")
+    raise ValueError(f"--config.total_steps must be positive (or None), got {config.total_steps}.")
   if config.optimizer.lr <= 0:
-    raise ValueError(f"config.optimizer.lr must be > 0, got {config.optimizer.lr}.")
+    raise ValueError(f"--config.optimizer.lr must be > 0, got {config.optimizer.lr}.")
   _validate_optimizer(config.optimizer)
   if config.checkpoint.every_steps < 0 or config.checkpoint.max_to_keep < 1:
-    raise ValueError("config.checkpoint.every_steps must be >= 0 and max_to_keep >= 1.")
+    raise ValueError("--config.checkpoint.every_steps must be >= 0 and max_to_keep >= 1.")
   if config.log.every_steps < 1:
-    raise ValueError(f"config.log.every_steps must be >= 1, got {config.log.every_steps}.")
+    raise ValueError(f"--config.log.every_steps must be >= 1, got {config.log.every_steps}.")
   if not isinstance(config.log.health_every, int) or config.log.health_every < 0:
-    raise ValueError("config.log.health_every must be an integer >= 0 (0: off), got "
+    raise ValueError("--config.log.health_every must be an integer >= 0 (0: off), got "
                      f"{config.log.health_every!r}.")
   if not config.views or not all(isinstance(v, str) for v in config.views.values()):
-    raise ValueError("config.views must map view names to augmentation recipe strings.")
+    raise ValueError("--config.views must map view names to augmentation recipe strings.")
   if config.fsdp and config.parallel != "gspmd":
-    raise ValueError("config.fsdp=True needs config.parallel='gspmd'.")
+    raise ValueError("--config.fsdp=True needs --config.parallel=gspmd.")
   if not isinstance(config.text.seq_len, int) or config.text.seq_len < 2:
-    raise ValueError(f"config.text.seq_len must be an integer >= 2, got {config.text.seq_len!r}.")
+    raise ValueError(f"--config.text.seq_len must be an integer >= 2, got {config.text.seq_len!r}.")
   if config.max_consecutive_skips < 1:
-    raise ValueError("config.max_consecutive_skips must be >= 1.")
+    raise ValueError("--config.max_consecutive_skips must be >= 1.")
   validate_eval(config.eval)
 
 
@@ -369,7 +369,7 @@ def _validate_encoder_kwargs(config: ml_collections.ConfigDict) -> None:
   valid = models.encoder_kwargs(config.encoder)
   unknown = sorted(set(config.encoder_kwargs.keys()) - set(valid))
   if unknown:
-    raise ValueError(f"config.encoder_kwargs.{unknown[0]} is not an argument of encoder "
+    raise ValueError(f"--config.encoder_kwargs.{unknown[0]} is not an argument of encoder "
                      f"{config.encoder!r}; valid keys: {', '.join(valid)}.")
 
 
@@ -379,18 +379,18 @@ def _validate_optimizer(opt: ml_collections.ConfigDict) -> None:
 
   _check_choice("optimizer.schedule", opt.schedule, optim.SCHEDULES)
   if not 0 <= opt.final_lr_fraction <= 1:
-    raise ValueError("config.optimizer.final_lr_fraction must be in [0, 1], got "
+    raise ValueError("--config.optimizer.final_lr_fraction must be in [0, 1], got "
                      f"{opt.final_lr_fraction}.")
   phases = tuple(opt.tri_stage)
   if len(phases) != 3 or min(phases) < 0 or sum(phases) > 1 + 1e-9:
-    raise ValueError("config.optimizer.tri_stage must be three fractions (warmup, hold, decay) "
+    raise ValueError("--config.optimizer.tri_stage must be three fractions (warmup, hold, decay) "
                      f">= 0 summing to at most 1, got {opt.tri_stage}.")
   if opt.schedule == "tri_stage" and not 0 < opt.final_lr_fraction < 1:
-    raise ValueError("config.optimizer.schedule='tri_stage' decays exponentially to "
+    raise ValueError("--config.optimizer.schedule='tri_stage' decays exponentially to "
                      "final_lr_fraction * peak: set --config.optimizer.final_lr_fraction in "
                      f"(0, 1), got {opt.final_lr_fraction}.")
   if opt.weight_decay < 0 or (opt.weight_decay_end is not None and opt.weight_decay_end < 0):
-    raise ValueError("config.optimizer.weight_decay and weight_decay_end must be >= 0.")
+    raise ValueError("--config.optimizer.weight_decay and weight_decay_end must be >= 0.")
   optim.resolve_groups(opt.groups, steps_per_epoch=1)  # keys, patterns and values
 
 
@@ -400,34 +400,34 @@ def validate_eval(ev: ml_collections.ConfigDict) -> None:
   _check_choice("eval.online_probe", ev.online_probe, ("auto", "on", "off"))
   unknown = set(ev.protocols) - {"linear", "knn"}
   if unknown:
-    raise ValueError(f"config.eval.protocols has unknown entries {sorted(unknown)}; valid: "
+    raise ValueError(f"--config.eval.protocols has unknown entries {sorted(unknown)}; valid: "
                      "linear, knn (fine-tuning runs with `ssl-jax eval --protocol finetune`).")
   for key in ("num_draws", "knn_k", "batch_size", "report_max_points"):
     if not isinstance(ev[key], int) or ev[key] < (2 if key == "report_max_points" else 1):
-      raise ValueError(f"config.eval.{key} must be a positive integer, got {ev[key]!r}.")
+      raise ValueError(f"--config.eval.{key} must be a positive integer, got {ev[key]!r}.")
   for key in ("knn_temperature", "online_probe_lr"):
     if not ev[key] > 0:
-      raise ValueError(f"config.eval.{key} must be > 0, got {ev[key]!r}.")
+      raise ValueError(f"--config.eval.{key} must be > 0, got {ev[key]!r}.")
   ft = ev.finetune
   if not ft.name or not all(c.isalnum() or c in "-_." for c in ft.name) or ft.name[0] == ".":
-    raise ValueError(f"config.eval.finetune.name={ft.name!r} must be a plain directory name "
+    raise ValueError(f"--config.eval.finetune.name={ft.name!r} must be a plain directory name "
                      "(letters, digits, '-', '_', '.').")
   for key in ("steps", "batch_size", "checkpoint_every"):
     if not isinstance(ft[key], int) or ft[key] < 1:
-      raise ValueError(f"config.eval.finetune.{key} must be a positive integer, got {ft[key]!r}.")
+      raise ValueError(f"--config.eval.finetune.{key} must be a positive integer, got {ft[key]!r}.")
   if not ft.lr > 0 or ft.weight_decay < 0:
-    raise ValueError("config.eval.finetune.lr must be > 0 and weight_decay >= 0.")
+    raise ValueError("--config.eval.finetune.lr must be > 0 and weight_decay >= 0.")
   if not 0 <= ft.frozen_steps <= ft.steps or ft.warmup_steps < 0:
-    raise ValueError(f"config.eval.finetune.frozen_steps must be in [0, steps={ft.steps}] and "
+    raise ValueError(f"--config.eval.finetune.frozen_steps must be in [0, steps={ft.steps}] and "
                      "warmup_steps >= 0.")
   if not 0 < ft.layer_decay <= 1:
-    raise ValueError(f"config.eval.finetune.layer_decay must be in (0, 1], got {ft.layer_decay}.")
+    raise ValueError(f"--config.eval.finetune.layer_decay must be in (0, 1], got {ft.layer_decay}.")
   if not 0 <= ft.label_smoothing < 1:
-    raise ValueError("config.eval.finetune.label_smoothing must be in [0, 1).")
+    raise ValueError("--config.eval.finetune.label_smoothing must be in [0, 1).")
   budget = str(ft.budget)
   if not (budget == "all" or budget.isdigit() and int(budget) > 0
           or budget.endswith("%") and _is_percent(budget[:-1])):
-    raise ValueError(f"config.eval.finetune.budget={ft.budget!r}; valid: 'all', a number of "
+    raise ValueError(f"--config.eval.finetune.budget={ft.budget!r}; valid: 'all', a number of "
                      "labels per class, or 'p%' with 0 < p <= 100.")
 
 

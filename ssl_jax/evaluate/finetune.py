@@ -123,7 +123,7 @@ def build_optimizer(params: dict, ft, *, encoder: str, total_steps: int):
   """
   ids, num_layers = layer_groups(params["encoder"], encoder)
   if ft.layer_decay < 1 and num_layers == 1:
-    raise ValueError(f"config.eval.finetune.layer_decay={ft.layer_decay} applies to ViT encoders "
+    raise ValueError(f"--config.eval.finetune.layer_decay={ft.layer_decay} applies to ViT encoders "
                      f"only; encoder {encoder!r} has no layer structure (use 1.0).")
   groups = {f"encoder_{i:03d}": {
       "pattern": _layer_pattern(i, num_layers, encoder.startswith("vit")),

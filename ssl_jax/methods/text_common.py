@@ -47,15 +47,15 @@ def check_encoder(config, *, causal: bool) -> None:
   the kind the method needs (``causal`` or bidirectional) or is too short for the rows."""
   from ssl_jax.models.text import TEXT_ENCODERS  # pylint: disable=g-import-not-at-top
   if config.encoder not in TEXT_ENCODERS:
-    raise ValueError(f"config.encoder={config.encoder!r} is not a text encoder; method "
+    raise ValueError(f"--config.encoder={config.encoder!r} is not a text encoder; method "
                      f"{config.method!r} needs one of: {', '.join(sorted(TEXT_ENCODERS))}.")
   arch = {**TEXT_ENCODERS[config.encoder], **config.encoder_kwargs.to_dict()}
   if arch["causal"] != causal:
     kind = "a causal (GPT-style)" if causal else "a bidirectional (BERT-style)"
-    raise ValueError(f"config.encoder={config.encoder!r} is not {kind} text encoder, which "
+    raise ValueError(f"--config.encoder={config.encoder!r} is not {kind} text encoder, which "
                      f"method {config.method!r} needs.")
   if config.text.seq_len > arch["max_len"]:
-    raise ValueError(f"config.text.seq_len={config.text.seq_len} exceeds {config.encoder}'s "
+    raise ValueError(f"--config.text.seq_len={config.text.seq_len} exceeds {config.encoder}'s "
                      f"max_len {arch['max_len']}.")
 
 

@@ -347,8 +347,8 @@ def _init_encoder_from(config, engine, state, image_shape):
   host = jax.device_get(engine.global_state(state))
   source = {k: other.trained[k].get("encoder") for k in ("params", "batch_stats")}
   if source["params"] is None or "encoder" not in host.params:
-    raise ValueError(f"config.init_from={config.init_from!r}: both runs need an 'encoder' network "
-                     f"(found {sorted(other.trained['params'])} there, {sorted(host.params)} here).")
+    raise ValueError(f"--config.init_from={config.init_from!r}: both runs need an 'encoder' "
+                     f"network (found {sorted(other.trained['params'])} there, {sorted(host.params)} here).")
 
   def take(target, theirs):
     """``theirs`` in ``target``'s structure and dtypes; every path and shape must match."""
@@ -358,7 +358,7 @@ def _init_encoder_from(config, engine, state, image_shape):
     bad = [f"{jax.tree_util.keystr(p)}: {x.shape} here, {shape(p)} there"
            for p, x in paths if shape(p) != x.shape]
     if bad or len(found) != len(paths):
-      raise ValueError(f"config.init_from={config.init_from!r}: its encoder does not match this "
+      raise ValueError(f"--config.init_from={config.init_from!r}: its encoder does not match this "
                        f"run's ({len(found)} vs {len(paths)} arrays):\n  " + "\n  ".join(bad))
     return jax.tree.unflatten(treedef, [np.asarray(found[jax.tree_util.keystr(p)], x.dtype)
                                         for p, x in paths])

@@ -164,6 +164,6 @@ def probe_classes(config, source) -> int | None:
   if num is not None and num >= 2 and getattr(source, "image_shape", None) is not None:
     return int(num)
   if mode == "on":
-    raise ValueError(f"config.eval.online_probe='on' but dataset {config.dataset!r} has no class "
+    raise ValueError(f"--config.eval.online_probe='on' but dataset {config.dataset!r} has no class "
                      "labels for images; use 'auto' or 'off'.")
   return None

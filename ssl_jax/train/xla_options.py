@@ -129,7 +129,7 @@ def step_compiler_options(kernels: str, backend: str | None = None) -> dict | No
   cannot run (:func:`usable`) falls back (``onednn_dots`` -> ``eigen_convs`` -> XLA's default)
   with a warning."""
   if kernels not in KERNEL_OPTIONS:
-    raise ValueError(f"config.cpu_kernels={kernels!r} is not valid; choose one of: "
+    raise ValueError(f"--config.cpu_kernels={kernels!r} is not valid; choose one of: "
                      f"{', '.join(CPU_KERNELS)}.")
   if (backend or jax.default_backend()) != "cpu":
     return None
@@ -139,7 +139,7 @@ def step_compiler_options(kernels: str, backend: str | None = None) -> dict | No
     if ok:
       return KERNEL_OPTIONS[chosen]
     fallback = ONEDNN_FALLBACK if chosen == "onednn_dots" else "xla_default"
-    warnings.warn(f"config.cpu_kernels={kernels!r}: {why}; the step runs {fallback!r}.",
+    warnings.warn(f"--config.cpu_kernels={kernels!r}: {why}; the step runs {fallback!r}.",
                   RuntimeWarning, stacklevel=2)
     chosen = fallback
 
