@@ -348,7 +348,8 @@ def _init_encoder_from(config, engine, state, image_shape):
   source = {k: other.trained[k].get("encoder") for k in ("params", "batch_stats")}
   if source["params"] is None or "encoder" not in host.params:
     raise ValueError(f"--config.init_from={config.init_from!r}: both runs need an 'encoder' "
-                     f"network (found {sorted(other.trained['params'])} there, {sorted(host.params)} here).")
+                     f"network (found {sorted(other.trained['params'])} there, "
+                     f"{sorted(host.params)} here).")
 
   def take(target, theirs):
     """``theirs`` in ``target``'s structure and dtypes; every path and shape must match."""
