@@ -104,3 +104,56 @@ def test_mnist_results_table_is_the_recorded_run():
   assert compare_markdown({"SimCLR": results}) in _readme()
   for budget in ("1", "10"):
     assert results["linear"]["ssl"][budget] > results["linear"]["raw"][budget] + 0.1
+
+
+# Appended to each `ssl-jax pretrain` line of the README's "Command line" block, before the line's
+# own arguments (which win): the same command, shrunk to a smoke run (2 small steps; evaluation
+# with 1 label per class, one draw, kNN only).
+SHRINK = ["--config.total_steps=2", "--config.batch_size=64", "--config.eval.budgets=(1,)",
+          "--config.eval.num_draws=1", "--config.eval.protocols=('knn',)",
+          "--config.log.tensorboard=False", "--config.data_dir={tfds}", "--quiet"]
+# The benchmark command times real ResNet-18 / ViT steps (minutes); tests/test_benchmarks.py runs
+# the bench command line on its small suites instead.
+NOT_RUN = ("bench",)
+
+
+def _command_lines(section: str) -> list[list[str]]:
+  """The ``ssl-jax`` lines of a README section's bash block: comments and ``[optional]`` parts
+  dropped, split into arguments."""
+  block = re.search(rf"## {section}\n.*?```bash\n(.*?)```", _readme(), re.S).group(1)
+  lines = []
+  for line in block.splitlines():
+    line = re.sub(r"\[[^\]]*\]", "", line.split("#")[0]).strip()
+    if line.startswith("ssl-jax "):
+      lines.append(line.split()[1:])
+  return lines
+
+
+def test_every_command_line_example_runs_or_gives_the_prepared_data_message(
+    tmp_path, monkeypatch, capsys):
+  """Each command of the README's "Command line" block, in order, in a fresh directory (so
+  ``runs/`` is created there): pretraining commands shrunk by :data:`SHRINK`; a CIFAR-10 recipe
+  ends in the prepared-data message (nothing is prepared here)."""
+  from ssl_jax import cli
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "experiments").symlink_to(os.path.join(ROOT, "experiments"))
+  lines = _command_lines("Command line")
+  assert len(lines) >= 8 and lines[0] == ["pretrain"]
+  ran = []
+  for args in lines:
+    if args[0] in NOT_RUN:
+      continue
+    if args[0] == "pretrain":
+      args = ["pretrain", *(a.format(tfds=tmp_path / "tfds") for a in SHRINK), *args[1:]]
+      if any("pydoc" in a for a in args):  # a language model's evaluation reads every docstring
+        args.append("--no-eval")
+    code = cli.main(args)
+    out, err = capsys.readouterr()
+    if any("cifar10" in a for a in args):
+      assert code == cli.EXIT_BAD_INPUT and "tfds build cifar10" in err, (args, err)
+    else:
+      assert code == 0, (args, out, err)
+    ran.append(args[0])
+  assert {"pretrain", "eval", "compare", "report"} <= set(ran)
+  assert (tmp_path / "runs" / "simclr_digits" / "eval.json").exists()
+  assert (tmp_path / "runs" / "simclr_digits" / "report" / "summary.md").exists()
