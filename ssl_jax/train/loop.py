@@ -106,10 +106,7 @@ def check_workdir(config, workdir: str, *, overwrite: bool = False) -> dict | No
   the new ``config.json`` (:func:`extend_run`); None otherwise.
   """
   path = os.path.join(workdir, CONFIG_FILE)
-  ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
-  has_checkpoint = os.path.isdir(ckpt_dir) and any(
-      name.isdigit() for name in os.listdir(ckpt_dir))
-  if overwrite or not has_checkpoint:
+  if overwrite or not has_checkpoint(workdir):
     return None
   if not os.path.exists(path):
     raise ValueError(f"{workdir} holds checkpoints but no {CONFIG_FILE}; refusing to resume a "
@@ -124,6 +121,12 @@ def check_workdir(config, workdir: str, *, overwrite: bool = False) -> dict | No
                      + "\n  ".join(diff) + "\nUse another --workdir, or pass --overwrite to "
                      "delete the earlier run and start over.")
   return None
+
+
+def has_checkpoint(workdir: str) -> bool:
+  """Whether ``workdir`` holds a checkpoint step (a run to resume or extend)."""
+  ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
+  return os.path.isdir(ckpt_dir) and any(name.isdigit() for name in os.listdir(ckpt_dir))
 
 
 def prepare_workdir(config, workdir: str, *, overwrite: bool = False) -> None:
@@ -263,6 +266,9 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
   state = engine.init_state(jax.random.key(config.seed), example_batch_for(config, source))
   iterator = make_iterator(source, global_batch_size=config.batch_size, seed=config.seed,
                                 shuffle=config.data.shuffle, worker_count=config.data.worker_count)
+  init_from = config.init_from and (overwrite or not has_checkpoint(workdir))  # a new run
+  if init_from:  # a mismatch is refused before anything is written
+    state = _init_encoder_from(config, engine, state, getattr(source, "image_shape", None))
   if previous is None:  # Every check passed: only now is anything written (extend_run writes
     prepare_workdir(config, workdir, overwrite=overwrite)  # an extended run's config.json).
   logger = MetricsLogger(workdir, total_steps=total_steps, tensorboard=config.log.tensorboard,
@@ -272,8 +278,7 @@ def pretrain(config, workdir: str, *, overwrite: bool = False, devices=None) -> 
                       every_steps=config.checkpoint.every_steps,
                       async_save=config.checkpoint.async_save,
                       on_corrupt=config.checkpoint.on_corrupt, log=logger.message)
-  if ckpt.latest_step() is None and config.init_from:
-    state = _init_encoder_from(config, engine, state, getattr(source, "image_shape", None))
+  if init_from:
     logger.message(f"Encoder initialized from {config.init_from}")
   if extension:
     logger.message(extension)

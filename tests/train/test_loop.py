@@ -142,6 +142,9 @@ def test_init_from_takes_another_runs_encoder_and_refuses_a_mismatch(tmp_path, m
   state = engine.init_state(jax.random.key(1), example_batch_for(wider, source))
   with pytest.raises(ValueError, match="does not match this run's"):
     _init_encoder_from(wider, engine, state, source.image_shape)
+  with pytest.raises(ValueError, match="does not match this run's"):  # the loop: nothing written
+    pretrain(wider, str(tmp_path / "second"))
+  assert not (tmp_path / "second").exists()
 
 
 def _signal_after_steps(monkeypatch, steps: int, signums):
