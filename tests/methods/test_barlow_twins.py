@@ -65,4 +65,5 @@ def test_contract_and_loss_terms(make_config):
 def test_learns_on_digits(learns_on_digits):
   """A short run of the digits recipe: the encoder's features beat the same network at random
   init on every paired label draw, with 1 and 5 labels per class."""
+  # fit/val: smallest gain over random init 0.198 (1 label) and 0.079 (5).
   learns_on_digits("barlow_twins", 150, margin=0.05)

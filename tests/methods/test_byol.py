@@ -114,4 +114,5 @@ def test_target_is_scheduled_ema_and_skipped_steps_leave_it(make_config, digits_
 def test_learns_on_digits(learns_on_digits):
   """A short run of the digits recipe: the encoder's features beat the same network at random
   init on every paired label draw, with 1 and 5 labels per class."""
+  # fit/val: smallest gain over random init 0.159 (1 label) and 0.083 (5).
   learns_on_digits("byol", 250, margin=0.05)

@@ -130,4 +130,5 @@ def test_queue_on_one_and_eight_devices_with_a_skipped_step(make_config, digits_
 def test_learns_on_digits(learns_on_digits):
   """A short run of the digits recipe: the encoder's features beat the same network at random
   init on every paired label draw, with 1 and 5 labels per class."""
+  # fit/val: smallest gain over random init 0.190 (1 label) and 0.095 (5).
   learns_on_digits("nnclr", 150, margin=0.05)

@@ -113,7 +113,9 @@ def _run(tmp_path, name, overrides):
 def test_learns_on_digits(learns_on_digits):
   """A short run of the digits recipe: the encoder's features beat the same network at random
   init on every paired label draw, with 1 and 5 labels per class."""
-  learns_on_digits("simsiam", 150, margin=0.05)
+  # fit/val: smallest gain over random init 0.139 (1 label) and 0.067 (5); 0.044 at 5 labels
+  # after 150 steps.
+  learns_on_digits("simsiam", 250, margin=0.05)
 
 
 @pytest.mark.slow
