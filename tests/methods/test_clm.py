@@ -3,6 +3,7 @@ byte far below the unigram baseline; samples generated with the cache)."""
 
 import pathlib
 
+import jax
 import numpy as np
 import pytest
 
@@ -24,7 +25,7 @@ def test_learns_on_pydoc(tmp_path):
   config = config_lib.load_config(str(EXPERIMENTS / "clm_pydoc.py"), [
       ("total_steps", "250"), ("quiet", "True"), ("log.tensorboard", "False"),
       ("method_kwargs.sample_tokens", "16")])
-  pretrain(config, str(tmp_path))
+  pretrain(config, str(tmp_path), devices=jax.devices()[:1])  # see learns_on_digits
   results = evaluate_text_workdir(str(tmp_path), config=config, print_table=False,
                                   docstring_task=False)
   print(results)

@@ -86,7 +86,7 @@ def test_learns_on_pydoc(tmp_path):
   config = config_lib.load_config(str(EXPERIMENTS / "mlm_pydoc.py"), [
       ("total_steps", "250"), ("quiet", "True"), ("log.tensorboard", "False"),
       ("eval.budgets", "('all',)"), ("eval.num_draws", "1")])
-  pretrain(config, str(tmp_path))
+  pretrain(config, str(tmp_path), devices=jax.devices()[:1])  # see learns_on_digits
   results = evaluate_workdir(str(tmp_path), print_table=False)
   print(results)
   assert results["val_perplexity"] < 0.5 * results["unigram_perplexity"]

@@ -55,7 +55,7 @@ def test_learns_on_pystdlib(make_text_config, tmp_path):
                         "'max_len': 64, 'dropout': 0.1}",
       "text.seq_len": 64, "batch_size": 64, "total_steps": 100, "log.every_steps": 10,
       "optimizer.warmup_steps": 10})
-  pretrain(config, str(tmp_path))
+  pretrain(config, str(tmp_path), devices=jax.devices()[:1])  # see learns_on_digits
   run = restore_run(str(tmp_path), None)
   val = load_train_source(config, split="validation")
   rows = val.__getitems__(list(range(64)))
