@@ -48,7 +48,8 @@ when every image of every split is, else RGB; an npz whose splits store differen
 becomes RGB); ``"rgb"`` makes 3 channels (a gray channel repeated, alpha dropped) and
 ``"grayscale"`` 1 channel (PIL's ``L`` conversion for folders, the same ITU-R 601 luma weights
 ``0.299 R + 0.587 G + 0.114 B`` for arrays: :func:`convert_channels`). This applies to every
-source kind.
+source kind. A folder's images are decoded once per process (to find corrupt files, sizes and
+modes), not at each of a run's loads of its splits; a file changed since is decoded again.
 
 Layouts and values refused with a message saying how to fix them: an npz array stored
 channel-first (``[N, C, H, W]`` with ``C`` in 1, 3, 4 and ``H, W > 4``, the last axis not a channel
@@ -96,6 +97,10 @@ _CHANNELS = {"rgb": 3, "grayscale": 1}
 _LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)
 # (name, split, data_dir, image_size, on_corrupt, color, holdout) -> image_shape of the sources loaded.
 _SHAPES: dict[tuple, tuple[int, int, int]] = {}
+# (path, size, modification time) -> _probe_image's result: a folder dataset's files are decoded
+# once per process, not at each of a run's loads (evaluability check, training, evaluation) nor
+# again for the colour decision over every split; a file rewritten since is decoded again.
+_PROBES: dict[tuple, tuple[str, tuple[int, int]] | Exception] = {}
 
 
 class Source:
@@ -357,8 +362,7 @@ class FolderSource(Source):
     self.image_size = _check_image_size(image_size)
     candidates = [(path, label) for label, cls in enumerate(self.class_names)
                   for path in image_files(split_dir / cls)]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-      probes = list(pool.map(_probe_image, [p for p, _ in candidates]))
+    probes = _probe_images([p for p, _ in candidates])
     self.files: list[str] = []
     labels = []
     self.corrupt_files: list[str] = []
@@ -421,14 +425,23 @@ def image_files(folder: pathlib.Path) -> list[pathlib.Path]:
   return files
 
 
-def _image_mode(path: pathlib.Path) -> str | None:
-  """PIL's mode of the image file ``path`` from its header (no decoding); ``None`` if unreadable
-  (the split that holds it reports it)."""
+def _probe_images(paths: Sequence[pathlib.Path]) -> list[tuple[str, tuple[int, int]] | Exception]:
+  """:func:`_probe_image` of each path, on a few threads, remembered per process (``_PROBES``;
+  a file that cannot be stat'ed is probed again, and reports its error)."""
+  keys = [_file_key(p) for p in paths]
+  todo = [i for i, k in enumerate(keys) if k is None or k not in _PROBES]
+  with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+    fresh = dict(zip(todo, pool.map(_probe_image, [paths[i] for i in todo])))
+  _PROBES.update((keys[i], probe) for i, probe in fresh.items() if keys[i] is not None)
+  return [fresh[i] if i in fresh else _PROBES[k] for i, k in enumerate(keys)]
+
+
+def _file_key(path: pathlib.Path) -> tuple[str, int, int] | None:
   try:
-    with PIL.Image.open(path) as im:
-      return im.mode
-  except Exception:  # pylint: disable=broad-except  # PIL raises many types on bad files.
+    st = os.stat(path)
+  except OSError:
     return None
+  return str(path), st.st_size, st.st_mtime_ns
 
 
 def _probe_image(path: pathlib.Path) -> tuple[str, tuple[int, int]] | Exception:
@@ -699,6 +712,14 @@ def _folder_classes(name: str, splits: Mapping[str, pathlib.Path]
   return classes, {s: [p for c in classes for p in files[s][c]] for s in splits}
 
 
+def _folder_channels(files: dict[str, list[pathlib.Path]]) -> int:
+  """``color="auto"``'s one decision for every split of a folder: 3 if any image of any split has
+  colour, else 1 (unreadable files are left to the split that holds them to report)."""
+  probes = _probe_images([p for split in files.values() for p in split])
+  modes = {probe[0] for probe in probes if not isinstance(probe, Exception)}
+  return 1 if modes <= _GRAY_MODES else 3
+
+
 def _folder(name: str, root: pathlib.Path, split: str, image_size: int | None,
             on_corrupt: str, color: str, holdout: float) -> FolderSource:
   if not root.is_dir():
@@ -719,10 +740,7 @@ def _folder(name: str, root: pathlib.Path, split: str, image_size: int | None,
   if not classes:
     raise ValueError(f"{name}: no class sub-folders with image files in {root}; expected "
                      f"<path>/<class>/<image files> (optionally under train/ and test/ or val/)")
-  channels = _CHANNELS.get(color)
-  if channels is None:  # one decision for every split: RGB if any image of any split has colour
-    modes = {_image_mode(p) for paths in files.values() for p in paths} - {None}
-    channels = 1 if modes <= _GRAY_MODES else 3
+  channels = _CHANNELS.get(color) or _folder_channels(files)
   if held_out:
     return _hold_out(FolderSource(name, root, classes, split, image_size=image_size,
                                   on_corrupt=on_corrupt, channels=channels), holdout)

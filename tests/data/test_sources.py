@@ -564,6 +564,27 @@ def test_folder_colour_is_decided_over_all_splits_and_forced_by_color(tmp_path):
     load_source(f"folder:{root}", "train", color="rgba")
 
 
+def test_folder_colour_headers_are_read_once_until_a_file_changes(tmp_path, monkeypatch):
+  """The several loads of a run read each image once; a file rewritten in colour (new size and
+  modification time) is seen by the next load."""
+  root = tmp_path / "gray"
+  gray = np.arange(30, dtype=np.uint8).reshape(6, 5)
+  for split, cls in (("train", "a"), ("train", "b"), ("test", "a"), ("test", "b")):
+    _png(root / split / cls / "0.png", gray)
+  opened = []
+  real_open = PIL.Image.open
+  monkeypatch.setattr(PIL.Image, "open", lambda path, *a, **k: opened.append(path) or
+                      real_open(path, *a, **k))
+  assert load_source(f"folder:{root}", "train").image_shape == (6, 5, 1)
+  first = len(opened)
+  assert first == 4  # both splits' images, for the colour decision over every split
+  assert load_source(f"folder:{root}", "test").image_shape == (6, 5, 1)
+  assert load_source(f"folder:{root}", "train").image_shape == (6, 5, 1)
+  assert len(opened) == first
+  _png(root / "test" / "b" / "0.png", _rgb(3))
+  assert load_source(f"folder:{root}", "train").image_shape == (6, 5, 3)
+
+
 def test_color_for_digits_npz_and_luma_matches_pil(tmp_path):
   rgb = load_source("digits", "test", color="rgb")
   assert rgb.image_shape == (8, 8, 3)
