@@ -17,6 +17,8 @@ extra or changed file is a :class:`CorruptCheckpointError` naming the step and t
 ``<step>.corrupt-<time>`` (kept for inspection, out of Orbax's view). A committed step without a manifest (a crash between
 commit and manifest) is restored with a warning that it could not be verified.
 
+On one host every device's replica of an array is written once, whole (:func:`state_handler`).
+
 The train state is saved as a plain dict (typed PRNG keys as their ``key_data``). Restoring checks
 the stored tree against the target first: any missing, extra or differently shaped leaf is an error
 listing each path with the expected and found shapes, and nothing is restored.
@@ -40,6 +42,25 @@ PyTree = Any
 STATE, DATA = "state", "data"
 MANIFEST = "ssl_jax_manifest.json"
 ON_CORRUPT = ("error", "previous")
+
+
+def state_handler() -> ocp.PyTreeCheckpointHandler:
+  """The state item's handler: what ``ocp.StandardCheckpointHandler`` writes (the same files, so
+  either reads the other's checkpoints), with Orbax's replica-parallel saving only across hosts.
+
+  Replica-parallel saving (Orbax's default on CPU and TPU) has every replica of a replicated array
+  write a slice of it, to spread the writes over hosts. On one host it spreads nothing, and slicing
+  compiles a program per array shape and device count before the first save returns: measured on
+  8 CPU devices, the first save of the tests' tiny digits run took 3.5 s instead of 0.1 s, and of
+  BYOL's ImageNet runlocal state 14 s.
+  """
+  array = ocp.type_handlers.ArrayHandler(use_replica_parallel=jax.process_count() > 1)
+  scalar = ocp.type_handlers.ScalarHandler()
+  registry = ocp.type_handlers.create_type_handler_registry(
+      (int, scalar), (float, scalar), (np.number, scalar),
+      (np.ndarray, ocp.type_handlers.NumpyHandler()), (jax.Array, array))
+  return ocp.PyTreeCheckpointHandler(save_concurrent_gb=96, restore_concurrent_gb=96,
+                                     type_handler_registry=registry)
 
 
 class CorruptCheckpointError(ValueError):
@@ -183,7 +204,7 @@ class Checkpointer:
         max_to_keep=None, create=True, enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(
         self.directory, options=options,
-        item_handlers={STATE: ocp.StandardCheckpointHandler(), DATA: ocp.JsonCheckpointHandler()})
+        item_handlers={STATE: state_handler(), DATA: ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -212,7 +233,7 @@ class Checkpointer:
     Waits for the previous save first (raising its error, if any) and writes its manifest.
     """
     self.wait()
-    items = {STATE: ocp.args.StandardSave(state_to_tree(state))}
+    items = {STATE: ocp.args.PyTreeSave(state_to_tree(state))}
     if data_state is not None:
       items[DATA] = ocp.args.JsonSave(data_state)
     self._manager.save(step, args=ocp.args.Composite(**items), force=True)
@@ -265,7 +286,8 @@ class Checkpointer:
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
         target)
-    items = {STATE: ocp.args.StandardRestore(abstract)}
+    items = {STATE: ocp.args.PyTreeRestore(
+        item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))}
     has_data = os.path.isdir(os.path.join(self.step_dir(step), DATA))
     if has_data:
       items[DATA] = ocp.args.JsonRestore()

@@ -136,3 +136,36 @@ def test_restore_tree_into_a_target_keeps_integer_keys(tmp_path):
                                 "batch_stats": stats})
   finally:
     ckpt.close()
+
+
+def test_one_host_saves_replicated_arrays_whole_without_compiling(tmp_path):
+  """On one host a state replicated over 8 devices is written by one replica: the save compiles no
+  slicing program (Orbax's replica-parallel default compiled one per shape and device), and the
+  state restores onto the same shardings."""
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+  from ssl_jax.train.state import TrainState
+  replicated = NamedSharding(Mesh(jax.devices(), ("data",)), PartitionSpec())
+  put = lambda x: jax.device_put(np.asarray(x), replicated)
+  # Replica-parallel slices arrays with a dimension that the 8 replicas divide.
+  state = TrainState(step=put(np.int32(3)), params={"w": put(np.arange(48.0).reshape(16, 3)),
+                                                    "b": put(np.ones(8, np.float32))},
+                     batch_stats={}, opt_state=(put(np.zeros((16, 3), np.float32)),),
+                     method_state={}, rng=jax.device_put(jax.random.key(1), replicated),
+                     skips=put(np.int32(0)), total_skips=put(np.int32(0)))
+  assert len(state.params["w"].sharding.device_set) == 8
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  compiled = []
+  listen = lambda event, *_, **__: compiled.append(event) if "backend_compile" in event else None
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    ckpt.save(3, state)
+    ckpt.wait()
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  assert not compiled, compiled
+  restored, _ = ckpt.restore(state)
+  ckpt.close()
+  np.testing.assert_array_equal(restored.params["w"], state.params["w"])
+  assert restored.params["w"].sharding == replicated
+  assert jax.random.key_data(restored.rng).tolist() == jax.random.key_data(state.rng).tolist()
