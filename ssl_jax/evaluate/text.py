@@ -69,11 +69,16 @@ def frame_texts(texts, tokenizer, *, seq_len: int, style: str) -> dict[str, np.n
   return {"tokens": tokens, "segment_ids": segment_ids, "positions": positions}
 
 
-def text_features(method, weights, arrays, *, batch_size: int) -> np.ndarray:
-  """``method.features`` of ``weights`` (``{"params", "batch_stats", "method_state"}``) over every
-  row of ``arrays``, in fixed-size batches (one compilation)."""
-  run = jax.jit(lambda w, x: method.features(w["params"], w["batch_stats"], w["method_state"], x))
-  return map_in_batches(lambda x: run(weights, x), arrays, batch_size=batch_size)
+def features_fn(method):
+  """``fn(weights, batch) -> [B, D]``: ``method.features`` of ``weights`` (``{"params",
+  "batch_stats", "method_state"}``), jitted once for every set of weights and texts of a shape."""
+  return jax.jit(lambda w, x: method.features(w["params"], w["batch_stats"], w["method_state"], x))
+
+
+def text_features(fn, weights, arrays, *, batch_size: int) -> np.ndarray:
+  """``fn(weights, batch)`` (:func:`features_fn`) over every row of ``arrays``, in fixed-size
+  batches (one compilation)."""
+  return map_in_batches(lambda x: fn(weights, x), arrays, batch_size=batch_size)
 
 
 def lm_scores(config, params, source, unigram_log_probs: np.ndarray, *,
@@ -187,8 +192,9 @@ def evaluate_text_workdir(workdir: str, *, config, step: int | None = None,
   framed = {name: frame_texts(t, tokenizer, seq_len=config.text.seq_len, style=style)
             for name, t in texts.items()}
   sources = {}
+  features = features_fn(run.method)
   for source, weights in (("ssl", run.trained), ("random_init", run.initial)):
-    feats = {name: text_features(run.method, weights, arrays, batch_size=bs)
+    feats = {name: text_features(features, weights, arrays, batch_size=bs)
              for name, arrays in framed.items()}
     suffix = "" if source == "ssl" else "_random_init"
     results[f"retrieval_recall_at_1{suffix}"] = _recall_at_1(feats["first"], feats["second"])
