@@ -45,8 +45,9 @@ ON_CORRUPT = ("error", "previous")
 
 
 def state_handler() -> ocp.PyTreeCheckpointHandler:
-  """The state item's handler: what ``ocp.StandardCheckpointHandler`` writes (the same files, so
-  either reads the other's checkpoints), with Orbax's replica-parallel saving only across hosts.
+  """The state item's handler: ``ocp.StandardCheckpointHandler``'s format (the same OCDBT files
+  without Orbax's per-host ``array_metadatas``; each reads the other's checkpoints, checked both
+  ways), with Orbax's replica-parallel saving only across hosts.
 
   Replica-parallel saving (Orbax's default on CPU and TPU) has every replica of a replicated array
   write a slice of it, to spread the writes over hosts. On one host it spreads nothing, and slicing
