@@ -49,10 +49,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssl_jax.data.budgets import Budget, labels_per_class, normalize_budget, percent_counts
 from ssl_jax.evaluate import knn as knn_lib
 from ssl_jax.evaluate import linear as linear_lib
-
-Budget = int | str
 
 #: Fixed few-label ``l2`` (see the module docstring for why and how it relates to sklearn's ``C``).
 DEFAULT_FEW_LABEL_L2 = 1e-3
@@ -62,70 +61,14 @@ DEFAULT_BUDGETS: tuple[Budget, ...] = (1, 5, 10, "all")
 PROTOCOLS = ("linear", "knn")
 
 
-def normalize_budget(budget: Budget) -> Budget:
-  """``5``, ``"5"`` and ``np.int64(5)`` -> ``5``; ``"1%"`` and ``"all"`` unchanged."""
-  if isinstance(budget, str) and budget.isdigit():
-    return int(budget)
-  if isinstance(budget, np.integer):
-    return int(budget)
-  return budget
-
-
 def _per_class_counts(labels: np.ndarray, budget: Budget, num_classes: int) -> np.ndarray:
   """Examples to draw from each class for ``budget`` (an int ``k`` or ``"p%"``)."""
-  budget = normalize_budget(budget)
   counts = np.bincount(labels, minlength=num_classes)[:num_classes]
-  if isinstance(budget, str) and budget.endswith("%"):
-    try:
-      frac = float(budget[:-1]) / 100.0
-    except ValueError:
-      frac = -1.0
-    if not 0 < frac <= 1:
-      raise ValueError(f"budget must be a positive int or 'p%' with 0 < p <= 100, got {budget!r}")
-    want = percent_counts(counts, frac)
-  elif isinstance(budget, int) and not isinstance(budget, bool) and budget >= 1:
-    want = np.full(num_classes, int(budget))
-  else:
-    raise ValueError(f"budget must be a positive int or 'p%', got {budget!r}")
+  want = labels_per_class(counts, budget)
   short = np.flatnonzero(want > counts)
   if short.size:
-    raise ValueError(f"budget {budget!r}: classes {short.tolist()} have only "
+    raise ValueError(f"budget {normalize_budget(budget)!r}: classes {short.tolist()} have only "
                      f"{counts[short].tolist()} examples")
-  return want
-
-
-def percent_counts(counts: np.ndarray, fraction: float) -> np.ndarray:
-  """Per-class label counts of a class-balanced ``fraction`` of the train labels.
-
-  Args:
-    counts: ``[C]`` train examples per class.
-    fraction: in ``(0, 1]``.
-
-  Returns:
-    ``[C]`` ints summing to ``min(N, max(C', round(fraction * N)))`` (``C'`` the non-empty
-    classes): as equal as the class sizes allow (water-filling), each at least 1 for a non-empty
-    class and at most its count.
-
-  Example:
-    >>> percent_counts(np.array([100, 50, 7]), 0.5).tolist()  # 78 labels; class 2 gives all 7
-    [36, 35, 7]
-  """
-  counts = np.asarray(counts, np.int64)
-  total = min(int(counts.sum()), max(int(np.sum(counts > 0)), int(round(fraction * counts.sum()))))
-  want = np.zeros_like(counts)
-  left = total
-  open_ = counts > 0
-  while left > 0 and open_.any():
-    level = left // int(open_.sum())
-    if level == 0:  # fewer labels left than open classes: one each, largest classes first
-      room = counts - want
-      order = sorted(np.flatnonzero(open_), key=lambda c: (-room[c], c))[:left]
-      want[order] += 1
-      break
-    add = np.where(open_, np.minimum(level, counts - want), 0)
-    want += add
-    left -= int(add.sum())
-    open_ &= want < counts
   return want
 
 

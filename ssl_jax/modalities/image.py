@@ -26,6 +26,7 @@ import numpy as np
 
 from ssl_jax import augment, methods
 from ssl_jax.data import load_source as load_dataset
+from ssl_jax.data.budgets import labels_per_class
 from ssl_jax.methods import common
 
 PyTree = Any
@@ -53,13 +54,13 @@ def check_evaluable(config) -> None:
   run's data settings:
 
   * the evaluation split ``config.test_split`` loads, and its images have the train split's shape;
-  * every budget of ``k`` labels per class (``config.eval.budgets``,
-    ``config.eval.finetune.budget``) finds ``k`` train examples in every class: the few-label
-    protocol draws ``k`` per class without replacement and refuses a class with fewer
-    (:func:`ssl_jax.evaluate.fewshot.label_draws`); ``"p%"`` and ``"all"`` take what each class
-    has, so they always fit. Classes are ``0..max label`` over both splits, as evaluation counts
-    them. Counted where a source holds its labels in memory (``digits``, ``npz:``, ``folder:``);
-    a ``tfds:`` split is not read through for it.
+  * every budget (``config.eval.budgets``, ``config.eval.finetune.budget``) is well formed and
+    finds its labels in every class: the few-label protocol draws them per class without
+    replacement and refuses a class with fewer (:mod:`ssl_jax.data.budgets`, the rule
+    :func:`ssl_jax.evaluate.fewshot.label_draws` applies); ``"p%"`` and ``"all"`` take what each
+    class has, so they always fit. Classes are ``0..max label`` over both splits, as evaluation
+    counts them. Counted where a source holds its labels in memory (``digits``, ``npz:``,
+    ``folder:``); a ``tfds:`` split is not read through for it.
 
   Raises:
     ValueError / FileNotFoundError: naming the split or budget and the ``--config`` key.
@@ -82,9 +83,13 @@ def check_evaluable(config) -> None:
   budgets = [("eval.budgets", b) for b in config.eval.budgets]
   budgets.append(("eval.finetune.budget", config.eval.finetune.budget))
   for key, budget in budgets:
-    if not str(budget).isdigit():
+    if budget == "all":
       continue
-    short = np.flatnonzero(counts < int(budget))
+    try:
+      want = labels_per_class(counts, budget)
+    except ValueError as e:
+      raise ValueError(f"--config.{key}: {e}") from None
+    short = np.flatnonzero(want > counts)
     if short.size:
       names = train.class_names or tuple(str(c) for c in range(num_classes))
       listed = ", ".join(f"{names[c]!r} has {counts[c]}" for c in short[:5])

@@ -55,6 +55,8 @@ def _npz(path, train_counts, test_shape=(8, 8)):
     ((6, 6), (6, 6), "(1,)", r"split 'test' has images of shape \(6, 6, 1\).*data.image_size"),
     ((6, 3), (8, 8), "(1, 5, 'all')", r"--config.eval.budgets asks for 5 labels per class, but "
                                       r"split 'train' .* \('1' has 3\)"),
+    ((6, 6), (8, 8), "(1, '150%')", r"--config.eval.budgets: budget must be .* got '150%'"),
+    ((6, 6), (8, 8), "(0,)", r"--config.eval.budgets: budget must be a positive int"),
 ])
 def test_pretrain_refuses_what_evaluation_cannot_use_before_writing(
     tmp_path, make_config, counts, test_shape, budgets, message):
