@@ -317,7 +317,7 @@ def _check_keys(config, reference, prefix: str) -> None:
 
 def _check_choice(key: str, value, valid: Sequence[str]) -> None:
   if value not in valid:
-    raise ValueError(f"config.{key}={value!r} is not valid; choose one of: {', '.join(valid)}.")
+    raise ValueError(f"--config.{key}={value!r} is not valid; choose one of: {', '.join(valid)}.")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -330,13 +330,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice("cpu_kernels", config.cpu_kernels, xla_options.CPU_KERNELS)
   _check_choice("optimizer.name", config.optimizer.name, optim.OPTIMIZERS)
   _check_choice("optimizer.lr_scaling", config.optimizer.lr_scaling, optim.LR_SCALINGS)
-  _check_choice("data.on_corrupt", config.data.on_corrupt, ("error", "skip"))
-  _check_choice("data.color", config.data.color, ("auto", "rgb", "grayscale"))
+  validate_data(config.data)
   _validate_encoder_kwargs(config)
   _check_choice("checkpoint.on_corrupt", config.checkpoint.on_corrupt, ("error", "previous"))
   for key in ("batch_size", "epochs"):
     if not isinstance(config[key], int) or config[key] <= 0:
-      raise ValueError(f"config.{key} must be a positive integer, got {config[key]!r}.")
+      raise ValueError(f"--config.{key} must be a positive integer, got {config[key]!r}.")
   if config.total_steps is not None and config.total_steps <= 0:
     raise ValueError(f"--config.total_steps must be positive (or None), got {config.total_steps}.")
   if config.optimizer.lr <= 0:
@@ -392,6 +391,12 @@ def _validate_optimizer(opt: ml_collections.ConfigDict) -> None:
   if opt.weight_decay < 0 or (opt.weight_decay_end is not None and opt.weight_decay_end < 0):
     raise ValueError("--config.optimizer.weight_decay and weight_decay_end must be >= 0.")
   optim.resolve_groups(opt.groups, steps_per_epoch=1)  # keys, patterns and values
+
+
+def validate_data(data: ml_collections.ConfigDict) -> None:
+  """Checks the config.data block's choices (also where evaluation overrides them)."""
+  _check_choice("data.on_corrupt", data.on_corrupt, ("error", "skip"))
+  _check_choice("data.color", data.color, ("auto", "rgb", "grayscale"))
 
 
 def validate_eval(ev: ml_collections.ConfigDict) -> None:

@@ -69,9 +69,7 @@ def eval_config(workdir: str, overrides: Sequence[tuple[str, str]] = ()):
     with base.ignore_type():
       base.eval.update(config.eval.to_dict())
     config_lib.validate_eval(base.eval)
-    if config.data.on_corrupt not in ("error", "skip"):
-      raise ValueError(f"--config.data.on_corrupt={config.data.on_corrupt!r} is not valid; choose "
-                       "one of: error, skip.")
+    config_lib.validate_data(config.data)
   return config
 
 

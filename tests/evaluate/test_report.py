@@ -134,6 +134,9 @@ def test_eval_config_takes_eval_and_data_keys_and_refuses_pretraining_keys(tiny_
     eval_config(tiny_workdir, [("dataset", "npz:x.npz")])
   with pytest.raises(ValueError, match=r"finetune.steps must be a positive integer"):
     eval_config(tiny_workdir, [("eval.finetune.steps", "0")])
+  for key, value in (("data.on_corrupt", "ignore"), ("data.color", "cmyk")):  # the run's checks
+    with pytest.raises(ValueError, match=rf"--config.{key}='{value}' is not valid; choose one"):
+      eval_config(tiny_workdir, [(key, value)])
 
 
 def test_unknown_step_lists_the_steps_there(tiny_workdir, tmp_path, capsys):
