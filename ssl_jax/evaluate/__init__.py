@@ -6,8 +6,9 @@ visual report (``report``). Training-time health monitors and the online probe l
 training layer (:mod:`ssl_jax.train.monitors`, :mod:`ssl_jax.train.online_probe`).
 """
 
+from ssl_jax.data.budgets import percent_counts
 from ssl_jax.evaluate.fewshot import (DEFAULT_FEW_LABEL_L2, cv_select_l2, evaluate_features,
-                                      label_draws, percent_counts)
+                                      label_draws)
 from ssl_jax.evaluate.knn import knn_predict, knn_predict_streaming
 from ssl_jax.evaluate.linear import (DEFAULT_L2_GRID, LinearProbe, linear_probe_fit,
                                      linear_probe_logits, linear_probe_predict, select_l2,

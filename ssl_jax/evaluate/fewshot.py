@@ -12,7 +12,7 @@ Protocol (DESIGN.md, "Few-label protocol"):
   all, **class-balanced where possible**: every class gets ``min(n_c, L)`` examples (``n_c`` its
   train count) at the level ``L`` that spends the budget, classes too small for ``L`` give all
   they have, and the few labels left after rounding go to the largest remaining classes, lowest
-  class id first (:func:`percent_counts`). On a balanced dataset this is ``p%`` of each class
+  class id first (:func:`ssl_jax.data.budgets.percent_counts`). On a balanced dataset this is ``p%`` of each class
   (ImageNet 1%: 12 or 13 images per class, as SimCLR's 12,811-image subset); SimCLR's fixed
   image lists themselves are ImageNet-specific and not used.
 * Budget ``"all"``: every train label, one deterministic fit (no ``_std`` entry).
@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssl_jax.data.budgets import Budget, labels_per_class, normalize_budget, percent_counts
+from ssl_jax.data.budgets import Budget, labels_per_class, normalize_budget
 from ssl_jax.evaluate import knn as knn_lib
 from ssl_jax.evaluate import linear as linear_lib
 
@@ -83,7 +83,7 @@ def label_draws(labels: np.ndarray, k: Budget, *, num_draws: int = 5,
   Args:
     labels: ``[N]`` int train labels in ``[0, C)``.
     k: labels per class (int), or ``"p%"`` for a class-balanced ``p%`` of all labels
-      (:func:`percent_counts`).
+      (:func:`ssl_jax.data.budgets.percent_counts`).
     num_draws: number of draws (seeds ``0..num_draws-1``).
     num_classes: ``C``; defaults to ``max(labels) + 1``.
 

@@ -56,7 +56,8 @@ from flax import nnx
 
 from ssl_jax import config as config_lib
 from ssl_jax.data import ArraySource, make_iterator
-from ssl_jax.evaluate.fewshot import label_draws, normalize_budget
+from ssl_jax.data.budgets import normalize_budget
+from ssl_jax.evaluate.fewshot import label_draws
 from ssl_jax.evaluate.features import checkpoint_step, eval_arrays, extract_features
 from ssl_jax.methods import Method
 from ssl_jax.methods.common import build_encoder

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from ssl_jax.evaluate.fewshot import (cv_select_l2, evaluate_features, label_draws,
-                                      percent_counts)
+from ssl_jax.data.budgets import percent_counts
+from ssl_jax.evaluate.fewshot import cv_select_l2, evaluate_features, label_draws
 from ssl_jax.evaluate.knn import knn_predict
 from ssl_jax.evaluate.linear import sklearn_C
 from ssl_jax.losses.utils import l2_normalize
@@ -162,18 +162,6 @@ def test_digits_raw_pixels_sanity(digits):
   assert 0.6 <= lin["1"] <= 0.8 and 0.78 <= lin["5"] <= 0.9 and 0.85 <= lin["10"] <= 0.95
   assert lin["all"] > 0.93 and knn["all"] > 0.93 and 0.6 <= knn["1"] <= 0.8
   assert all(0.0 < lin[f"{b}_std"] < 0.1 for b in (1, 5, 10))
-
-
-def test_percent_counts_properties():
-  rng = np.random.default_rng(0)
-  for _ in range(50):
-    counts = rng.integers(1, 60, size=rng.integers(2, 12))
-    for frac in (0.01, 0.1, 0.37, 1.0):
-      want = percent_counts(counts, frac)
-      total = min(counts.sum(), max(len(counts), round(frac * counts.sum())))
-      assert want.sum() == total and (want >= 1).all() and (want <= counts).all()
-      # Balanced where possible: a class below the largest share gave everything it had.
-      assert all(w == c for w, c in zip(want, counts) if w < want.max() - 1)
 
 
 def test_one_and_ten_percent_of_a_mock_tfds_dataset():
